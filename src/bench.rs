@@ -1,0 +1,406 @@
+//! `sockit bench`: the load generator behind the project's numbers, usable
+//! against any echo-style server.
+//!
+//! Modes:
+//! - `rr`: each connection sends a message and waits for the same number of
+//!   bytes back, as fast as it can; reports round trips/s and latency
+//!   percentiles (hdrhistogram, microseconds).
+//! - `bulk`: each connection streams one way as fast as it can (anything the
+//!   server sends back is drained and ignored); reports MB/s.
+//! - `connect`: each worker opens a connection, does one round trip, closes;
+//!   reports the latency of the whole exchange. With `--hold N`, N idle
+//!   connections are opened first and held for the whole run.
+//!
+//! Every run stops by itself after `duration`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// How a benchmark drives the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchMode {
+    /// Request/response round trips.
+    Rr,
+    /// One-way streaming.
+    Bulk,
+    /// A new connection per round trip.
+    Connect,
+}
+
+/// Options of `sockit bench echo`.
+#[derive(Debug, Clone)]
+pub struct EchoBench {
+    /// HOST:PORT of the server.
+    pub target: String,
+    /// Concurrent connections (UDP: sockets).
+    pub connections: usize,
+    /// How long to run.
+    pub duration: Duration,
+    /// Bytes per message (rr, connect) or per write (bulk).
+    pub size: usize,
+    /// Use UDP.
+    pub udp: bool,
+    /// What to measure.
+    pub mode: BenchMode,
+    /// Idle connections held open during the run.
+    pub hold: usize,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub target: String,
+    pub mode: BenchMode,
+    pub transport: &'static str,
+    pub connections: usize,
+    pub size: usize,
+    pub duration_s: f64,
+    /// Completed round trips (bulk: writes).
+    pub round_trips: u64,
+    pub rt_per_sec: f64,
+    /// Payload megabytes (10^6) per second, one way.
+    pub mb_per_sec: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    /// Connections or round trips that failed.
+    pub errors: u64,
+    /// UDP datagrams with no reply within a second.
+    pub lost: u64,
+    /// Idle connections held during the run.
+    pub held: usize,
+}
+
+/// Errors that stop a benchmark before it measures anything.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The target did not resolve.
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, std::io::Error),
+    /// Not one connection could be made.
+    #[error("cannot connect to {0}: {1}")]
+    Connect(SocketAddr, std::io::Error),
+    /// Bad options.
+    #[error("{0}")]
+    Options(String),
+}
+
+/// Per-worker tally, merged at the end.
+struct Tally {
+    hist: Histogram<u64>,
+    count: u64,
+    bytes: u64,
+    errors: u64,
+    lost: u64,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            // 1 µs to 100 s, 3 significant figures.
+            hist: Histogram::new_with_bounds(1, 100_000_000, 3).unwrap_or_else(|_| {
+                Histogram::new(3).unwrap_or_else(|_| unreachable!("3 sigfig is valid"))
+            }),
+            count: 0,
+            bytes: 0,
+            errors: 0,
+            lost: 0,
+        }
+    }
+
+    fn record(&mut self, since: Instant) {
+        let us = since.elapsed().as_micros().max(1) as u64;
+        let _ = self.hist.record(us.min(100_000_000));
+        self.count += 1;
+    }
+
+    fn merge(&mut self, other: Tally) {
+        let _ = self.hist.add(&other.hist);
+        self.count += other.count;
+        self.bytes += other.bytes;
+        self.errors += other.errors;
+        self.lost += other.lost;
+    }
+}
+
+/// Runs a benchmark and reports what it measured.
+pub async fn run(opts: &EchoBench) -> Result<Report, BenchError> {
+    if opts.connections == 0 {
+        return Err(BenchError::Options(
+            "--connections must be at least 1".into(),
+        ));
+    }
+    if opts.udp && opts.mode != BenchMode::Rr {
+        return Err(BenchError::Options("--udp supports only --mode rr".into()));
+    }
+    if opts.udp && opts.size > crate::echo::MAX_DATAGRAM {
+        return Err(BenchError::Options(format!(
+            "--size {} is over the UDP limit of {}",
+            opts.size,
+            crate::echo::MAX_DATAGRAM
+        )));
+    }
+    let addr = crate::server::resolve(&opts.target)
+        .await
+        .map_err(|e| BenchError::Resolve(opts.target.clone(), e))?;
+    // Check the target is there before spending the whole duration on it.
+    if !opts.udp {
+        TcpStream::connect(addr)
+            .await
+            .map_err(|e| BenchError::Connect(addr, e))?;
+    }
+    let held = hold_connections(addr, opts.hold).await?;
+    let payload: Arc<[u8]> = vec![b'a'; opts.size].into();
+    let start = Instant::now();
+    let deadline = start + opts.duration;
+    let mut workers = JoinSet::new();
+    for _ in 0..opts.connections {
+        let payload = payload.clone();
+        match (opts.udp, opts.mode) {
+            (true, _) => workers.spawn(udp_rr(addr, payload, deadline)),
+            (false, BenchMode::Rr) => workers.spawn(tcp_rr(addr, payload, deadline)),
+            (false, BenchMode::Bulk) => workers.spawn(tcp_bulk(addr, payload, deadline)),
+            (false, BenchMode::Connect) => workers.spawn(tcp_connect(addr, payload, deadline)),
+        };
+    }
+    let mut total = Tally::new();
+    while let Some(done) = workers.join_next().await {
+        if let Ok(tally) = done {
+            total.merge(tally);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64().max(1e-9);
+    let held_count = held.len();
+    drop(held);
+    let h = &total.hist;
+    let pct = |q: f64| {
+        if total.count == 0 {
+            0
+        } else {
+            h.value_at_quantile(q)
+        }
+    };
+    Ok(Report {
+        target: opts.target.clone(),
+        mode: opts.mode,
+        transport: if opts.udp { "udp" } else { "tcp" },
+        connections: opts.connections,
+        size: opts.size,
+        duration_s: elapsed,
+        round_trips: total.count,
+        rt_per_sec: total.count as f64 / elapsed,
+        mb_per_sec: total.bytes as f64 / elapsed / 1e6,
+        p50_us: pct(0.50),
+        p90_us: pct(0.90),
+        p99_us: pct(0.99),
+        max_us: if total.count == 0 { 0 } else { h.max() },
+        errors: total.errors,
+        lost: total.lost,
+        held: held_count,
+    })
+}
+
+/// Opens `n` idle connections, at most 256 handshakes at a time.
+async fn hold_connections(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>, BenchError> {
+    let gate = Arc::new(Semaphore::new(256));
+    let mut tasks = JoinSet::new();
+    for _ in 0..n {
+        let gate = gate.clone();
+        tasks.spawn(async move {
+            let _permit = gate.acquire().await;
+            TcpStream::connect(addr).await
+        });
+    }
+    let mut held = Vec::with_capacity(n);
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(s)) => held.push(s),
+            Ok(Err(e)) => {
+                return Err(BenchError::Connect(addr, e));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(held)
+}
+
+async fn tcp_rr(addr: SocketAddr, payload: Arc<[u8]>, deadline: Instant) -> Tally {
+    let mut t = Tally::new();
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        t.errors += 1;
+        return t;
+    };
+    let _ = s.set_nodelay(true);
+    let mut back = vec![0u8; payload.len()];
+    while Instant::now() < deadline {
+        let sent = Instant::now();
+        if s.write_all(&payload).await.is_err() || s.read_exact(&mut back).await.is_err() {
+            t.errors += 1;
+            break;
+        }
+        t.record(sent);
+        t.bytes += payload.len() as u64;
+    }
+    t
+}
+
+async fn tcp_connect(addr: SocketAddr, payload: Arc<[u8]>, deadline: Instant) -> Tally {
+    let mut t = Tally::new();
+    let mut back = vec![0u8; payload.len()];
+    while Instant::now() < deadline {
+        let sent = Instant::now();
+        let ok = async {
+            let mut s = TcpStream::connect(addr).await?;
+            s.set_nodelay(true)?;
+            s.write_all(&payload).await?;
+            s.read_exact(&mut back).await?;
+            std::io::Result::Ok(())
+        }
+        .await;
+        match ok {
+            Ok(()) => {
+                t.record(sent);
+                t.bytes += payload.len() as u64;
+            }
+            Err(_) => t.errors += 1,
+        }
+    }
+    t
+}
+
+async fn tcp_bulk(addr: SocketAddr, payload: Arc<[u8]>, deadline: Instant) -> Tally {
+    let mut t = Tally::new();
+    let Ok(s) = TcpStream::connect(addr).await else {
+        t.errors += 1;
+        return t;
+    };
+    let (mut rd, mut wr) = s.into_split();
+    // Drain whatever comes back (an echo server) so the sender never stalls.
+    let drain = tokio::spawn(async move {
+        let mut sink = vec![0u8; 256 * 1024];
+        while let Ok(n) = rd.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let stop = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(stop);
+    loop {
+        let sent = Instant::now();
+        tokio::select! {
+            _ = &mut stop => break,
+            r = wr.write_all(&payload) => {
+                if r.is_err() {
+                    t.errors += 1;
+                    break;
+                }
+                t.record(sent);
+                t.bytes += payload.len() as u64;
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+    drain.abort();
+    t
+}
+
+async fn udp_rr(addr: SocketAddr, payload: Arc<[u8]>, deadline: Instant) -> Tally {
+    let mut t = Tally::new();
+    let local: SocketAddr = if addr.is_ipv4() {
+        ([127, 0, 0, 1], 0).into()
+    } else {
+        (std::net::Ipv6Addr::LOCALHOST, 0).into()
+    };
+    let socket = match UdpSocket::bind(local).await {
+        Ok(s) if s.connect(addr).await.is_ok() => s,
+        _ => {
+            t.errors += 1;
+            return t;
+        }
+    };
+    let mut back = vec![0u8; 65_536];
+    while Instant::now() < deadline {
+        let sent = Instant::now();
+        if socket.send(&payload).await.is_err() {
+            t.errors += 1;
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut back)).await {
+            Ok(Ok(_)) => {
+                t.record(sent);
+                t.bytes += payload.len() as u64;
+            }
+            Ok(Err(_)) => t.errors += 1,
+            Err(_) => t.lost += 1,
+        }
+    }
+    t
+}
+
+impl Report {
+    /// The human-readable summary.
+    pub fn render(&self) -> String {
+        let lat = |us: u64| {
+            if us >= 10_000 {
+                format!("{:.1} ms", us as f64 / 1000.0)
+            } else {
+                format!("{us} µs")
+            }
+        };
+        let mut s = format!(
+            "target    {} {} {}, {} connections, {}-byte {}, {:.1} s\n",
+            self.target,
+            self.transport,
+            serde_json::to_value(self.mode)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            self.connections,
+            self.size,
+            if self.mode == BenchMode::Bulk {
+                "writes"
+            } else {
+                "messages"
+            },
+            self.duration_s,
+        );
+        if self.held > 0 {
+            s += &format!("held      {} idle connections\n", self.held);
+        }
+        let what = if self.mode == BenchMode::Bulk {
+            "writes"
+        } else {
+            "round trips"
+        };
+        s += &format!(
+            "{what:<11}{} ({:.0}/s)   {:.1} MB/s ({:.2} Gbit/s)\n",
+            self.round_trips,
+            self.rt_per_sec,
+            self.mb_per_sec,
+            self.mb_per_sec * 8.0 / 1000.0
+        );
+        s += &format!(
+            "latency    p50 {}  p90 {}  p99 {}  max {}\n",
+            lat(self.p50_us),
+            lat(self.p90_us),
+            lat(self.p99_us),
+            lat(self.max_us)
+        );
+        s += &format!("errors     {}", self.errors);
+        if self.transport == "udp" {
+            s += &format!("   lost {}", self.lost);
+        }
+        s
+    }
+}

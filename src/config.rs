@@ -1,0 +1,247 @@
+//! `sockit.toml`: the optional configuration file of `sockit serve`.
+//!
+//! Every key has a default, so an empty file (or none) is a valid
+//! configuration; unknown keys are refused so that a typo is not silently
+//! ignored. Command-line flags override the file. Each key is documented in
+//! `docs/config.md`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{echo, framed, proto, server};
+
+/// Errors loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid configuration in {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where sockit keeps its state (accounts, files, logs).
+    pub data_dir: PathBuf,
+    /// Limits shared by every TCP service.
+    pub limits: LimitsConfig,
+    /// The echo service.
+    pub echo: EchoConfig,
+    /// The framed-protocol port.
+    pub framed: FramedConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("sockit-data"),
+            limits: LimitsConfig::default(),
+            echo: EchoConfig::default(),
+            framed: FramedConfig::default(),
+        }
+    }
+}
+
+/// `[limits]`: connection limits of every TCP listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Connections served at once per listener; more are refused.
+    pub max_connections: usize,
+    /// Close a connection after this long without traffic ("5m", "30s").
+    #[serde(with = "human_duration")]
+    pub idle_timeout: Duration,
+    /// On SIGINT/SIGTERM, how long open connections get to finish.
+    #[serde(with = "human_duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = server::Limits::default();
+        LimitsConfig {
+            max_connections: d.max_connections,
+            idle_timeout: d.idle_timeout,
+            shutdown_grace: d.shutdown_grace,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The runtime's view of these limits.
+    pub fn to_limits(&self) -> server::Limits {
+        server::Limits {
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_timeout,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+}
+
+/// `[echo]`: the echo service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EchoConfig {
+    /// Run the echo service at all.
+    pub enabled: bool,
+    /// Address for both TCP and UDP.
+    pub bind: String,
+    /// `echo`, `upper` or `hello`.
+    pub mode: echo::Mode,
+    /// Serve TCP.
+    pub tcp: bool,
+    /// Serve UDP.
+    pub udp: bool,
+}
+
+impl Default for EchoConfig {
+    fn default() -> Self {
+        EchoConfig {
+            enabled: true,
+            bind: echo::DEFAULT_ECHO_ADDR.into(),
+            mode: echo::Mode::Echo,
+            tcp: true,
+            udp: true,
+        }
+    }
+}
+
+/// `[framed]`: the framed-protocol port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FramedConfig {
+    /// Run the framed port at all.
+    pub enabled: bool,
+    /// Address to listen on.
+    pub bind: String,
+    /// Largest header length accepted, in bytes.
+    pub max_header: usize,
+    /// Largest body `size` accepted, in bytes.
+    pub max_body: u64,
+    /// Time a new connection has to send `hello`.
+    #[serde(with = "human_duration")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for FramedConfig {
+    fn default() -> Self {
+        FramedConfig {
+            enabled: true,
+            bind: framed::DEFAULT_FRAMED_ADDR.into(),
+            max_header: proto::codec::DEFAULT_MAX_HEADER,
+            max_body: proto::codec::DEFAULT_MAX_BODY,
+            handshake_timeout: framed::DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+impl FramedConfig {
+    /// The framed port's settings.
+    pub fn to_settings(&self) -> framed::Settings {
+        framed::Settings {
+            limits: proto::Limits {
+                max_header: self.max_header,
+                max_body: self.max_body,
+            },
+            handshake_timeout: self.handshake_timeout,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.into(),
+            message,
+        })
+    }
+
+    /// Parses configuration text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        if config.limits.max_connections == 0 {
+            return Err("limits.max_connections must be at least 1".into());
+        }
+        if config.framed.max_header == 0 || config.framed.max_header > u32::MAX as usize {
+            return Err("framed.max_header must be between 1 and 4294967295".into());
+        }
+        Ok(config)
+    }
+}
+
+/// Durations written as "5m", "30s", "1h 30m".
+pub mod human_duration {
+    use super::*;
+
+    /// Serialises as humantime text.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Parses humantime text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("bad duration {text:?}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.echo.bind, "127.0.0.1:7007");
+        assert_eq!(c.framed.bind, "127.0.0.1:7070");
+        assert_eq!(c.limits.max_connections, 10_000);
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn keys_are_read() {
+        let c = Config::parse(
+            "data_dir = \"/tmp/x\"\n[limits]\nidle_timeout = \"30s\"\nmax_connections = 5\n\
+             [echo]\nmode = \"upper\"\nudp = false\n[framed]\nmax_header = 1024\n",
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.limits.max_connections, 5);
+        assert_eq!(c.echo.mode, echo::Mode::Upper);
+        assert!(!c.echo.udp);
+        assert_eq!(c.framed.max_header, 1024);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_refused() {
+        assert!(Config::parse("[echo]\nbnid = \"x\"")
+            .unwrap_err()
+            .contains("bnid"));
+        assert!(Config::parse("[limits]\nidle_timeout = \"soon\"").is_err());
+        assert!(Config::parse("[echo]\nmode = \"shout\"").is_err());
+        assert!(Config::parse("[limits]\nmax_connections = 0").is_err());
+    }
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let text = toml::to_string(&Config::default()).unwrap();
+        let back = Config::parse(&text).unwrap();
+        assert_eq!(back.framed.max_body, Config::default().framed.max_body);
+    }
+}

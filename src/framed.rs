@@ -1,0 +1,291 @@
+//! The framed port (7070): handshake, then dispatch of each message to the
+//! service that owns its type.
+//!
+//! Every connection starts with `hello`; after that, each message type is
+//! handled by one arm of [`Session::dispatch`]. Later services (files, chat,
+//! exec, stats) add their arms and their names to [`Services`]. Protocol
+//! errors are answered with documented error frames; the ones that leave the
+//! stream unreadable (`header_too_large`, `bad_header`, `bad_size`) close the
+//! connection, the others leave it open.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use crate::proto::{self, Connection, ErrorCode, Frame, ProtoError};
+use crate::server::{ConnCtx, Handler};
+
+/// Default address of the framed port.
+pub const DEFAULT_FRAMED_ADDR: &str = "127.0.0.1:7070";
+/// Default time a new connection has to send `hello`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Server name sent in the hello reply.
+pub const SERVER_NAME: &str = concat!("sockit/", env!("CARGO_PKG_VERSION"));
+
+/// Settings of the framed port.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Header and body limits for incoming messages.
+    pub limits: proto::Limits,
+    /// Time allowed for the hello.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            limits: proto::Limits::default(),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// The services offered on the framed port, as announced in the hello reply.
+#[derive(Debug, Clone, Default)]
+pub struct Services {}
+
+impl Services {
+    /// Names announced to clients.
+    pub fn names(&self) -> Vec<&'static str> {
+        vec!["ping"]
+    }
+}
+
+/// Serves the framed port on the shared runtime.
+#[derive(Debug, Clone)]
+pub struct FramedHandler {
+    /// Limits and timeouts.
+    pub settings: Settings,
+    /// What is offered after the handshake.
+    pub services: Services,
+}
+
+impl Handler for FramedHandler {
+    async fn serve(&self, stream: TcpStream, ctx: ConnCtx) {
+        let conn = Connection::new(stream, self.settings.limits);
+        let mut session = Session {
+            conn,
+            ctx,
+            settings: &self.settings,
+            services: &self.services,
+        };
+        session.run().await;
+    }
+
+    fn refuse(&self, stream: &TcpStream) {
+        // A fresh socket's send buffer is empty, so this small write
+        // completes at once; if it does not, the client just sees a close.
+        let frame = Frame::error(
+            ErrorCode::Busy,
+            "server is at its connection limit, try again later",
+        );
+        let mut codec = proto::FrameCodec::default();
+        let mut buf = bytes::BytesMut::new();
+        if tokio_util::codec::Encoder::encode(&mut codec, &frame, &mut buf).is_ok() {
+            let _ = stream.try_write(&buf);
+        }
+    }
+}
+
+/// Why a session ended.
+enum End {
+    /// The peer closed cleanly or the stream failed; nothing more to say.
+    Quiet,
+    /// Tell the peer why, then close.
+    Say(ErrorCode, String),
+}
+
+/// One framed-port connection.
+struct Session<'a> {
+    conn: Connection<TcpStream>,
+    ctx: ConnCtx,
+    settings: &'a Settings,
+    services: &'a Services,
+}
+
+impl Session<'_> {
+    async fn run(&mut self) {
+        let end = match self.handshake().await {
+            Ok(()) => self.serve_messages().await,
+            Err(end) => end,
+        };
+        if let End::Say(code, message) = end {
+            // Best effort, bounded: the peer may be gone or not reading.
+            let goodbye = self.conn.write_error(None, code, message);
+            let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.conn.shutdown()).await;
+    }
+
+    /// Reads the next message, bounded by `limit` and the shutdown signal.
+    async fn next(&mut self, limit: Duration) -> Result<Frame, End> {
+        let read = tokio::select! {
+            _ = self.ctx.shutdown.cancelled() => {
+                return Err(End::Say(ErrorCode::ShuttingDown, "server is shutting down".into()));
+            }
+            read = tokio::time::timeout(limit, self.conn.read_frame()) => read,
+        };
+        match read {
+            Err(_) => Err(End::Say(
+                ErrorCode::Timeout,
+                format!(
+                    "no complete message within {}",
+                    humantime::format_duration(limit)
+                ),
+            )),
+            Ok(Ok(Some(frame))) => Ok(frame),
+            Ok(Ok(None)) => Err(End::Quiet),
+            Ok(Err(e)) => Err(self.read_failed(e)),
+        }
+    }
+
+    fn read_failed(&self, e: ProtoError) -> End {
+        let peer = self.ctx.peer;
+        match e.code() {
+            Some(code) => {
+                warn!(%peer, %code, "closing connection: {e}");
+                End::Say(code, e.to_string())
+            }
+            None => {
+                debug!(%peer, "connection ended: {e}");
+                End::Quiet
+            }
+        }
+    }
+
+    async fn handshake(&mut self) -> Result<(), End> {
+        loop {
+            let frame = self.next(self.settings.handshake_timeout).await?;
+            if frame.kind() != "hello" {
+                debug!(peer = %self.ctx.peer, kind = frame.kind(), "message before hello");
+                self.refuse(
+                    &frame,
+                    ErrorCode::HelloRequired,
+                    "send {\"type\":\"hello\",\"version\":1} first",
+                )
+                .await?;
+                continue;
+            }
+            if self.hello(&frame).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Answers a hello; `Ok(false)` when the version is refused.
+    async fn hello(&mut self, frame: &Frame) -> Result<bool, End> {
+        let version = frame.get("version").and_then(|v| v.as_u64());
+        if version != Some(proto::VERSION) {
+            let got = frame
+                .get("version")
+                .map_or("none".into(), |v| v.to_string());
+            self.refuse(
+                frame,
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "version {got} is not supported; this server speaks version {}",
+                    proto::VERSION
+                ),
+            )
+            .await?;
+            return Ok(false);
+        }
+        let reply = Frame::new("hello")
+            .with("version", proto::VERSION)
+            .with("server", SERVER_NAME)
+            .with("services", self.services.names())
+            .reply_to(frame);
+        self.send(&reply).await?;
+        Ok(true)
+    }
+
+    async fn serve_messages(&mut self) -> End {
+        loop {
+            let frame = match self.next(self.ctx.idle_timeout).await {
+                Ok(f) => f,
+                Err(end) => return end,
+            };
+            if let Err(end) = self.dispatch(frame).await {
+                return end;
+            }
+        }
+    }
+
+    /// Routes one message to its handler. New services add arms here.
+    async fn dispatch(&mut self, frame: Frame) -> Result<(), End> {
+        match frame.kind() {
+            "hello" => self.hello(&frame).await.map(drop),
+            "ping" => self.ping(&frame).await,
+            other => {
+                debug!(peer = %self.ctx.peer, kind = other, "unknown message type");
+                let message = format!("unknown message type {other:?}");
+                self.refuse(&frame, ErrorCode::UnknownType, message).await
+            }
+        }
+    }
+
+    /// `ping` → `pong`, streaming any body straight back.
+    async fn ping(&mut self, frame: &Frame) -> Result<(), End> {
+        let idle = self.ctx.idle_timeout;
+        let pong = Frame::new("pong")
+            .reply_to(frame)
+            .with_body_len(frame.body_len());
+        self.conn
+            .queue_frame(&pong)
+            .map_err(|e| self.write_failed(e))?;
+        loop {
+            let chunk = match timed(idle, self.conn.read_body_chunk()).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => return Err(self.read_failed(e)),
+            };
+            timed(idle, self.conn.write_body(&chunk))
+                .await
+                .map_err(|e| self.write_failed(e))?;
+        }
+        timed(idle, self.conn.flush())
+            .await
+            .map_err(|e| self.write_failed(e))
+    }
+
+    /// Answers `request` with an error, skipping whatever body it carried.
+    async fn refuse(
+        &mut self,
+        request: &Frame,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Result<(), End> {
+        if let Err(e) = self.conn.discard_body().await {
+            return Err(self.read_failed(e));
+        }
+        let frame = Frame::error(code, message).reply_to(request);
+        self.send(&frame).await
+    }
+
+    async fn send(&mut self, frame: &Frame) -> Result<(), End> {
+        match tokio::time::timeout(self.ctx.idle_timeout, self.conn.write_frame(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.write_failed(e)),
+            Err(_) => {
+                debug!(peer = %self.ctx.peer, "peer stopped reading");
+                Err(End::Quiet)
+            }
+        }
+    }
+
+    fn write_failed(&self, e: ProtoError) -> End {
+        debug!(peer = %self.ctx.peer, "write failed: {e}");
+        End::Quiet
+    }
+}
+
+/// Bounds one read or write by the idle timeout.
+async fn timed<T>(
+    limit: Duration,
+    op: impl std::future::Future<Output = Result<T, ProtoError>>,
+) -> Result<T, ProtoError> {
+    tokio::time::timeout(limit, op)
+        .await
+        .unwrap_or(Err(ProtoError::Timeout))
+}

@@ -1,0 +1,26 @@
+//! sockit: the network toolkit, as a library. The `sockit` binary is a thin
+//! command-line front over these modules.
+//!
+//! Shared pieces, written once:
+//! - [`server`]: the one server runtime: binding, accept loop, connection
+//!   limit, idle timeout, graceful shutdown.
+//! - [`proto`]: the framed protocol (length-prefixed JSON header and streamed
+//!   body): its codec and the [`proto::Connection`] every framed service uses.
+//! - [`config`]: `sockit.toml`, the configuration of `sockit serve`.
+//!
+//! Services, each owning its server and client side:
+//! - [`echo`]: TCP and UDP echo / upper / hello servers.
+//! - [`framed`]: the framed port: handshake and dispatch to the services on it.
+//! - [`netcat`]: `connect` and `listen`, a netcat-style client and its mirror.
+//! - [`bench`]: the load generator behind the numbers in `bench/`.
+//!
+//! And [`serve`], which binds and runs every enabled service together.
+
+pub mod bench;
+pub mod config;
+pub mod echo;
+pub mod framed;
+pub mod netcat;
+pub mod proto;
+pub mod serve;
+pub mod server;

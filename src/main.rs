@@ -1,0 +1,298 @@
+//! The `sockit` command: parses arguments, sets up logging, and calls into the
+//! library. No logic lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use sockit::bench::{self, BenchMode};
+use sockit::config::Config;
+use sockit::echo::{self, Mode};
+use sockit::{netcat, serve, server};
+
+/// sockit: echo servers, a netcat-style client, a framed protocol and a load
+/// generator, in one binary.
+#[derive(Parser)]
+#[command(name = "sockit", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service (echo on 7007 TCP+UDP, the framed port on 7070),
+    /// bound to 127.0.0.1, data under ./sockit-data.
+    Serve(ServeArgs),
+    /// Run only the echo service (TCP and UDP on one port).
+    Echo(EchoArgs),
+    /// Talk to a TCP or UDP server, as netcat does: lines from a terminal,
+    /// or stdin streamed to the socket and the socket to stdout.
+    Connect(ConnectArgs),
+    /// Wait for a client and relay it to stdin/stdout, as `ncat -l` does.
+    Listen(ListenArgs),
+    /// Load-test a server and report rate and latency.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Configuration file (TOML; see docs/config.md). Flags override it.
+    #[arg(long, short, env = "SOCKIT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where state is kept [default: ./sockit-data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address of the echo service, TCP and UDP [default: 127.0.0.1:7007]
+    #[arg(long, value_name = "ADDR")]
+    echo_bind: Option<String>,
+    /// Address of the framed port [default: 127.0.0.1:7070]
+    #[arg(long, value_name = "ADDR")]
+    framed_bind: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+#[derive(Args)]
+struct LimitArgs {
+    /// Connections served at once per listener [default: 10000]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Close connections idle this long, e.g. 30s, 5m [default: 5m]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// On SIGINT/SIGTERM, time open connections get to finish [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    shutdown_grace: Option<Duration>,
+}
+
+impl LimitArgs {
+    fn apply(&self, config: &mut Config) {
+        if let Some(n) = self.max_connections {
+            config.limits.max_connections = n.max(1);
+        }
+        if let Some(d) = self.idle_timeout {
+            config.limits.idle_timeout = d;
+        }
+        if let Some(d) = self.shutdown_grace {
+            config.limits.shutdown_grace = d;
+        }
+    }
+}
+
+#[derive(Args)]
+struct EchoArgs {
+    /// Address for TCP and UDP
+    #[arg(long, default_value = echo::DEFAULT_ECHO_ADDR, value_name = "ADDR")]
+    bind: String,
+    /// echo: bytes back unchanged; upper: text upper-cased; hello: "Hello, <line>!"
+    #[arg(long, value_enum, default_value_t = Mode::Echo)]
+    mode: Mode,
+    /// Serve TCP only
+    #[arg(long, conflicts_with = "udp_only")]
+    tcp_only: bool,
+    /// Serve UDP only
+    #[arg(long)]
+    udp_only: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+#[derive(Args)]
+struct ConnectArgs {
+    /// Server address, HOST:PORT
+    target: String,
+    /// Use UDP: one datagram per line (terminal) or per read (piped)
+    #[arg(long, short)]
+    udp: bool,
+    /// Seconds to wait for the connection (TCP, default 10) or a reply (UDP, default 2)
+    #[arg(long, short = 'w', value_name = "SECS")]
+    timeout: Option<f64>,
+}
+
+#[derive(Args)]
+struct ListenArgs {
+    /// [HOST:]PORT to listen on; the host defaults to 127.0.0.1
+    bind: String,
+    /// Use UDP
+    #[arg(long, short)]
+    udp: bool,
+    /// Keep accepting clients: print what every client sends, send stdin to all
+    #[arg(long, short)]
+    keep_open: bool,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Benchmark an echo-style server (sockit echo, ncat, or your own).
+    Echo(BenchEchoArgs),
+}
+
+#[derive(Args)]
+struct BenchEchoArgs {
+    /// Server address, HOST:PORT
+    target: String,
+    /// Concurrent connections (UDP: sockets)
+    #[arg(long, short, default_value_t = 50)]
+    connections: usize,
+    /// How long to run, e.g. 10s, 1m
+    #[arg(long, short, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Bytes per message; in bulk mode, bytes per write [default: 64, bulk: 131072]
+    #[arg(long, short)]
+    size: Option<usize>,
+    /// Use UDP (rr mode only)
+    #[arg(long, short)]
+    udp: bool,
+    /// rr: round trips; bulk: one-way streaming; connect: a new connection per round trip
+    #[arg(long, short, value_enum, default_value_t = BenchMode::Rr)]
+    mode: BenchMode,
+    /// Idle connections to open and hold during the run
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    hold: usize,
+    /// Print one JSON object instead of the summary
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sockit: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Cancels the returned token on SIGINT or SIGTERM.
+fn on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        t.cancel();
+    });
+    token
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Serve(args) => {
+            let mut config = match &args.config {
+                Some(path) => Config::load(path)?,
+                None => Config::default(),
+            };
+            if let Some(d) = args.data_dir {
+                config.data_dir = d;
+            }
+            if let Some(a) = args.echo_bind {
+                config.echo.bind = a;
+            }
+            if let Some(a) = args.framed_bind {
+                config.framed.bind = a;
+            }
+            args.limits.apply(&mut config);
+            runtime()?.block_on(async {
+                server::raise_nofile_limit();
+                let bound = serve::bind(config).await?;
+                bound.run(on_signal()).await;
+                Ok(())
+            })
+        }
+        Command::Echo(args) => {
+            let mut config = Config::default();
+            args.limits.apply(&mut config);
+            runtime()?.block_on(async {
+                server::raise_nofile_limit();
+                let tcp = match args.udp_only {
+                    true => None,
+                    false => Some(server::bind_tcp(&args.bind).await?),
+                };
+                let udp = match args.tcp_only {
+                    true => None,
+                    // Port 0: UDP takes the port TCP got.
+                    false => {
+                        let addr = match &tcp {
+                            Some(l) => l.local_addr()?.to_string(),
+                            None => args.bind.clone(),
+                        };
+                        Some(server::bind_udp(&addr).await?)
+                    }
+                };
+                echo::run(tcp, udp, args.mode, config.limits.to_limits(), on_signal()).await;
+                Ok(())
+            })
+        }
+        Command::Connect(args) => {
+            let timeout = secs(args.timeout)?;
+            netcat::connect(&netcat::ConnectOptions {
+                target: args.target,
+                udp: args.udp,
+                timeout,
+            })?;
+            Ok(())
+        }
+        Command::Listen(args) => {
+            netcat::listen(&netcat::ListenOptions {
+                bind: args.bind,
+                udp: args.udp,
+                keep_open: args.keep_open,
+            })?;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Echo(args)) => {
+            let size = args.size.unwrap_or(match args.mode {
+                BenchMode::Bulk => 128 * 1024,
+                _ => 64,
+            });
+            let opts = bench::EchoBench {
+                target: args.target,
+                connections: args.connections,
+                duration: args.duration,
+                size,
+                udp: args.udp,
+                mode: args.mode,
+                hold: args.hold,
+            };
+            let report = runtime()?.block_on(async {
+                server::raise_nofile_limit_quietly();
+                bench::run(&opts).await
+            })?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", report.render());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn secs(s: Option<f64>) -> Result<Option<Duration>> {
+    match s {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v > 0.0 => Ok(Some(Duration::from_secs_f64(v))),
+        Some(v) => anyhow::bail!("--timeout must be a positive number of seconds, got {v}"),
+    }
+}

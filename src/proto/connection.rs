@@ -1,0 +1,282 @@
+//! [`Connection`]: framed messages over any byte stream, with bounded buffers.
+//!
+//! The read buffer starts empty (an idle connection costs no buffer memory)
+//! and grows only to what one header or one body chunk needs. Bodies are read
+//! chunk by chunk and written either through the write buffer (small pieces) or
+//! straight to the stream (large pieces), never held whole.
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::codec::{FrameCodec, Item, Limits, MAX_CHUNK};
+use super::{ErrorCode, Frame, ProtoError};
+
+/// Read size for headers and small bodies.
+const READ_SIZE: usize = 8 * 1024;
+/// Writes at least this large skip the write buffer.
+const DIRECT_WRITE: usize = 32 * 1024;
+
+/// A framed-protocol connection over a byte stream.
+#[derive(Debug)]
+pub struct Connection<S> {
+    stream: S,
+    /// Bytes read but not yet decoded.
+    rbuf: BytesMut,
+    /// Encoded bytes not yet written; flushed once per message.
+    wbuf: BytesMut,
+    /// Tracks message boundaries and the body owed in each direction.
+    codec: FrameCodec,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Wraps a stream with the given limits on what is read.
+    pub fn new(stream: S, limits: Limits) -> Self {
+        Connection {
+            stream,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            codec: FrameCodec::new(limits),
+        }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// The limits in force for reading.
+    pub fn limits(&self) -> Limits {
+        self.codec.limits()
+    }
+
+    /// Reads into the buffer; `Ok(false)` at end of stream.
+    async fn fill(&mut self, want: usize) -> Result<bool, ProtoError> {
+        if self.rbuf.capacity() - self.rbuf.len() < want {
+            self.rbuf.reserve(want);
+        }
+        Ok(self.stream.read_buf(&mut self.rbuf).await? > 0)
+    }
+
+    /// Reads the next message header. `Ok(None)` is a clean end of stream
+    /// between messages; end of stream inside a message is [`ProtoError::Truncated`].
+    /// Any unread body of the previous message is skipped first.
+    ///
+    /// Cancel-safe: all progress is kept in the connection.
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, ProtoError> {
+        self.discard_body().await?;
+        loop {
+            if let Some(item) = self.codec.decode(&mut self.rbuf)? {
+                match item {
+                    Item::Header(frame) => return Ok(Some(frame)),
+                    Item::Body(_) => unreachable!("body was discarded above"),
+                }
+            }
+            if !self.fill(READ_SIZE).await? {
+                return match self.codec.decode_eof(&mut self.rbuf)? {
+                    Some(Item::Header(frame)) => Ok(Some(frame)),
+                    _ => Ok(None),
+                };
+            }
+        }
+    }
+
+    /// The next chunk of the current message's body, or `None` once it is
+    /// complete. Chunks are at most [`MAX_CHUNK`] bytes.
+    pub async fn read_body_chunk(&mut self) -> Result<Option<Bytes>, ProtoError> {
+        loop {
+            let left = self.codec.read_body_left();
+            if left == 0 {
+                return Ok(None);
+            }
+            if let Some(Item::Body(chunk)) = self.codec.decode(&mut self.rbuf)? {
+                return Ok(Some(chunk));
+            }
+            let want = (left as usize).clamp(READ_SIZE, MAX_CHUNK);
+            if !self.fill(want).await? {
+                return Err(ProtoError::Truncated);
+            }
+        }
+    }
+
+    /// Body bytes of the current message still unread.
+    pub fn body_left(&self) -> u64 {
+        self.codec.read_body_left()
+    }
+
+    /// Reads and drops the rest of the current body.
+    pub async fn discard_body(&mut self) -> Result<(), ProtoError> {
+        while let Some(chunk) = self.read_body_chunk().await? {
+            drop(chunk);
+        }
+        Ok(())
+    }
+
+    /// Reads the whole current body into memory, refusing bodies over `max`.
+    /// For small bodies only (chat text, short replies).
+    pub async fn read_body_to_vec(&mut self, max: usize) -> Result<Vec<u8>, ProtoError> {
+        let left = self.codec.read_body_left();
+        if left > max as u64 {
+            return Err(ProtoError::refuse(
+                ErrorCode::BadRequest,
+                format!("body of {left} bytes is over the limit of {max}"),
+            ));
+        }
+        let mut out = Vec::with_capacity(left as usize);
+        while let Some(chunk) = self.read_body_chunk().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// Queues a header without flushing (for batching several messages).
+    pub fn queue_frame(&mut self, frame: &Frame) -> Result<(), ProtoError> {
+        self.codec.encode(frame, &mut self.wbuf)
+    }
+
+    /// Writes a header and flushes it (one write for the whole header).
+    pub async fn write_frame(&mut self, frame: &Frame) -> Result<(), ProtoError> {
+        self.queue_frame(frame)?;
+        self.flush().await
+    }
+
+    /// Writes a piece of the current body. Small pieces are buffered until
+    /// [`flush`](Self::flush); large ones go straight to the stream.
+    pub async fn write_body(&mut self, chunk: &[u8]) -> Result<(), ProtoError> {
+        if chunk.len() < DIRECT_WRITE {
+            return self.codec.encode(chunk, &mut self.wbuf);
+        }
+        self.codec.note_body_written(chunk.len())?;
+        self.flush_buffer().await?;
+        self.stream.write_all(chunk).await?;
+        Ok(())
+    }
+
+    /// Writes a header and its whole (small) body, then flushes.
+    pub async fn write_message(&mut self, frame: &Frame, body: &[u8]) -> Result<(), ProtoError> {
+        let frame = frame.clone().with_body_len(body.len() as u64);
+        self.queue_frame(&frame)?;
+        self.write_body(body).await?;
+        self.flush().await
+    }
+
+    async fn flush_buffer(&mut self) -> Result<(), ProtoError> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes everything buffered and flushes the stream.
+    pub async fn flush(&mut self) -> Result<(), ProtoError> {
+        self.flush_buffer().await?;
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Sends an error frame (answering `request` if given) and flushes.
+    pub async fn write_error(
+        &mut self,
+        request: Option<&Frame>,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Result<(), ProtoError> {
+        let mut frame = Frame::error(code, message);
+        if let Some(req) = request {
+            frame = frame.reply_to(req);
+        }
+        self.write_frame(&frame).await
+    }
+
+    /// Flushes and shuts down the write side (the peer reads end of stream).
+    pub async fn shutdown(&mut self) -> Result<(), ProtoError> {
+        self.flush().await?;
+        self.stream.shutdown().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    #[tokio::test]
+    async fn frames_and_bodies_cross_a_small_pipe() {
+        // A 64-byte pipe forces many partial reads and writes.
+        let (a, b) = duplex(64);
+        let mut tx = Connection::new(a, Limits::default());
+        let mut rx = Connection::new(b, Limits::default());
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let sent = body.clone();
+        let writer = tokio::spawn(async move {
+            tx.write_frame(&Frame::new("ping").with("id", 1)).await?;
+            tx.queue_frame(&Frame::new("put").with_body_len(sent.len() as u64))?;
+            for piece in sent.chunks(70_000) {
+                tx.write_body(piece).await?;
+            }
+            tx.flush().await?;
+            tx.write_message(&Frame::new("note"), b"tail").await?;
+            tx.shutdown().await
+        });
+        let f = rx.read_frame().await.unwrap().unwrap();
+        assert_eq!((f.kind(), f.id()), ("ping", Some(&1.into())));
+        let f = rx.read_frame().await.unwrap().unwrap();
+        assert_eq!(f.body_len(), body.len() as u64);
+        let mut got = Vec::new();
+        while let Some(chunk) = rx.read_body_chunk().await.unwrap() {
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, body);
+        let f = rx.read_frame().await.unwrap().unwrap();
+        assert_eq!(rx.read_body_to_vec(16).await.unwrap(), b"tail");
+        assert_eq!(f.kind(), "note");
+        assert!(rx.read_frame().await.unwrap().is_none());
+        writer.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn unread_body_is_skipped_by_next_read_frame() {
+        let (a, b) = duplex(1024);
+        let mut tx = Connection::new(a, Limits::default());
+        let mut rx = Connection::new(b, Limits::default());
+        tokio::spawn(async move {
+            tx.write_message(&Frame::new("big"), &[7u8; 5000]).await?;
+            tx.write_frame(&Frame::new("after")).await?;
+            tx.shutdown().await
+        });
+        assert_eq!(rx.read_frame().await.unwrap().unwrap().kind(), "big");
+        assert_eq!(rx.read_frame().await.unwrap().unwrap().kind(), "after");
+    }
+
+    #[tokio::test]
+    async fn eof_inside_a_message_is_truncated() {
+        let (mut a, b) = duplex(1024);
+        let mut rx = Connection::new(b, Limits::default());
+        a.write_all(&[0, 0, 0, 50, b'{']).await.unwrap();
+        drop(a);
+        assert!(matches!(rx.read_frame().await, Err(ProtoError::Truncated)));
+    }
+
+    #[tokio::test]
+    async fn eof_inside_a_body_is_truncated() {
+        let (a, b) = duplex(1024);
+        let mut tx = Connection::new(a, Limits::default());
+        let mut rx = Connection::new(b, Limits::default());
+        tx.queue_frame(&Frame::new("put").with_body_len(10))
+            .unwrap();
+        tx.write_body(b"abc").await.unwrap();
+        tx.flush().await.unwrap();
+        drop(tx);
+        rx.read_frame().await.unwrap().unwrap();
+        let mut res = Ok(None);
+        for _ in 0..3 {
+            res = rx.read_body_chunk().await;
+            if !matches!(res, Ok(Some(_))) {
+                break;
+            }
+        }
+        assert!(matches!(res, Err(ProtoError::Truncated)), "{res:?}");
+    }
+}

@@ -1,0 +1,131 @@
+//! `sockit serve`: binds every enabled service from a [`Config`] and runs them
+//! together until shutdown.
+//!
+//! Binding happens first, all at once, so a taken port is reported before any
+//! service starts; [`Bound`] then exposes the real addresses (port 0 resolved)
+//! for tests and logs.
+
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::framed::{FramedHandler, Services};
+use crate::{echo, server};
+
+/// Errors starting the services.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not be bound.
+    #[error("{service}: {source}")]
+    Bind {
+        service: &'static str,
+        source: std::io::Error,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Every listener of an enabled service, bound and not yet serving.
+#[derive(Debug)]
+pub struct Bound {
+    config: Config,
+    echo_tcp: Option<TcpListener>,
+    echo_udp: Option<UdpSocket>,
+    framed: Option<TcpListener>,
+}
+
+fn bind_err(service: &'static str) -> impl FnOnce(std::io::Error) -> ServeError {
+    move |source| ServeError::Bind { service, source }
+}
+
+/// Creates the data directory and binds every enabled service.
+pub async fn bind(config: Config) -> Result<Bound, ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let mut bound = Bound {
+        echo_tcp: None,
+        echo_udp: None,
+        framed: None,
+        config,
+    };
+    let c = &bound.config;
+    if c.echo.enabled && c.echo.tcp {
+        bound.echo_tcp = Some(
+            server::bind_tcp(&c.echo.bind)
+                .await
+                .map_err(bind_err("echo"))?,
+        );
+    }
+    if c.echo.enabled && c.echo.udp {
+        // With port 0, UDP takes the port TCP got, so both share one number.
+        let addr = match &bound.echo_tcp {
+            Some(l) => l.local_addr().map_err(bind_err("echo"))?.to_string(),
+            None => c.echo.bind.clone(),
+        };
+        bound.echo_udp = Some(server::bind_udp(&addr).await.map_err(bind_err("echo"))?);
+    }
+    if c.framed.enabled {
+        bound.framed = Some(
+            server::bind_tcp(&c.framed.bind)
+                .await
+                .map_err(bind_err("framed"))?,
+        );
+    }
+    Ok(bound)
+}
+
+impl Bound {
+    /// The echo service's TCP address, if it runs.
+    pub fn echo_tcp_addr(&self) -> Option<SocketAddr> {
+        self.echo_tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The echo service's UDP address, if it runs.
+    pub fn echo_udp_addr(&self) -> Option<SocketAddr> {
+        self.echo_udp.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
+    /// The framed port's address, if it runs.
+    pub fn framed_addr(&self) -> Option<SocketAddr> {
+        self.framed.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` fires and every service has stopped.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let limits = self.config.limits.to_limits();
+        let tasks = TaskTracker::new();
+        if self.echo_tcp.is_some() || self.echo_udp.is_some() {
+            tasks.spawn(echo::run(
+                self.echo_tcp,
+                self.echo_udp,
+                self.config.echo.mode,
+                limits,
+                shutdown.clone(),
+            ));
+        }
+        if let Some(listener) = self.framed {
+            let handler = FramedHandler {
+                settings: self.config.framed.to_settings(),
+                services: Services::default(),
+            };
+            tasks.spawn(server::serve(
+                "framed",
+                listener,
+                handler,
+                limits,
+                shutdown.clone(),
+            ));
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+}

@@ -1,0 +1,289 @@
+//! The one server runtime every TCP service runs on: binding, the accept loop,
+//! the connection limit, idle timeouts and graceful shutdown.
+//!
+//! The caller binds (tests bind port 0) and hands [`serve`] a listener, a
+//! [`Handler`] and a shutdown token. The accept loop never dies on a
+//! per-connection error; when the process runs out of file descriptors it
+//! backs off and continues. On shutdown it stops accepting, tells every
+//! connection to finish (their [`ConnCtx::shutdown`] token fires), waits up to
+//! [`Limits::shutdown_grace`], then drops whatever is still open.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{lookup_host, TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+/// Default connection limit per listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default idle timeout per connection.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default time in-flight connections get to finish on shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Listen backlog requested (the kernel caps it at `net.core.somaxconn`).
+const BACKLOG: u32 = 4096;
+/// Longest pause of the accept loop when out of file descriptors.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Per-listener limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; more are refused.
+    pub max_connections: usize,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// On shutdown, how long open connections get to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// What a connection task knows about its surroundings.
+#[derive(Debug, Clone)]
+pub struct ConnCtx {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Fires when the server starts shutting down: finish the request in
+    /// progress, say goodbye if the protocol has a way to, and return.
+    pub shutdown: CancellationToken,
+    /// Close the connection after this long without traffic.
+    pub idle_timeout: Duration,
+}
+
+/// A TCP service: serves one accepted connection.
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// Serves one connection until it ends. Errors are the handler's to log.
+    fn serve(&self, stream: TcpStream, ctx: ConnCtx) -> impl Future<Output = ()> + Send;
+
+    /// Called instead of [`serve`](Self::serve) when the server is at its
+    /// connection limit. Must not block: the accept loop is waiting. The
+    /// default closes the connection without a word (raw ports).
+    fn refuse(&self, _stream: &TcpStream) {}
+}
+
+/// Resolves `addr` ("127.0.0.1:7007", "localhost:0", "[::1]:80") to the first
+/// socket address.
+pub async fn resolve(addr: &str) -> io::Result<SocketAddr> {
+    lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address found")))
+}
+
+/// Binds a TCP listener with SO_REUSEADDR and a large backlog.
+pub async fn bind_tcp(addr: &str) -> io::Result<TcpListener> {
+    let sa = resolve(addr).await?;
+    let socket = if sa.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(sa)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind TCP {sa}: {e}")))?;
+    socket.listen(BACKLOG)
+}
+
+/// Binds a UDP socket.
+pub async fn bind_udp(addr: &str) -> io::Result<UdpSocket> {
+    let sa = resolve(addr).await?;
+    UdpSocket::bind(sa)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {sa}: {e}")))
+}
+
+/// Raises the soft open-files limit to the hard limit and logs both.
+pub fn raise_nofile_limit() {
+    match rlimit::Resource::NOFILE.get() {
+        Ok((soft, hard)) => match rlimit::increase_nofile_limit(hard) {
+            Ok(now) => info!(soft_was = soft, soft = now, hard, "open-files limit"),
+            Err(e) => warn!(soft, hard, "cannot raise the open-files limit: {e}"),
+        },
+        Err(e) => warn!("cannot read the open-files limit: {e}"),
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit without logging (clients).
+pub fn raise_nofile_limit_quietly() {
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
+        let _ = rlimit::increase_nofile_limit(hard);
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives (Ctrl-C elsewhere).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => info!("SIGINT received, shutting down"),
+                    _ = term.recv() => info!("SIGTERM received, shutting down"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// True for accept errors that mean "out of descriptors or memory": worth a pause.
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Logs refusals at most once a second, with a count, so a flood of clients
+/// at the limit cannot flood the log.
+struct RefusalLog {
+    name: &'static str,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, peer: SocketAddr, limit: usize) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        warn!(
+            service = self.name,
+            %peer,
+            limit,
+            also_refused = self.suppressed,
+            "connection refused: at the connection limit"
+        );
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+/// Runs the accept loop for `listener` until `shutdown` fires, then shuts the
+/// connections down gracefully. Returns once every connection task is gone.
+pub async fn serve<H: Handler>(
+    name: &'static str,
+    listener: TcpListener,
+    handler: H,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    match listener.local_addr() {
+        Ok(addr) => info!(service = name, %addr, "listening (tcp)"),
+        Err(e) => warn!(service = name, "listening on an unknown address: {e}"),
+    }
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let tracker = TaskTracker::new();
+    // Fires after the grace period: drops connections that did not finish.
+    let hard_stop = CancellationToken::new();
+    let mut refusals = RefusalLog {
+        name,
+        last: None,
+        suppressed: 0,
+    };
+    let mut backoff = Duration::from_millis(10);
+
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff = Duration::from_millis(10);
+                pair
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                warn!(service = name, "accept failed: {e}; pausing {backoff:?}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                continue;
+            }
+            Err(e) => {
+                debug!(service = name, "accept failed: {e}");
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            handler.refuse(&stream);
+            refusals.refused(peer, limits.max_connections);
+            continue;
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(service = name, %peer, "cannot set TCP_NODELAY: {e}");
+        }
+        let ctx = ConnCtx {
+            peer,
+            shutdown: shutdown.child_token(),
+            idle_timeout: limits.idle_timeout,
+        };
+        let handler = handler.clone();
+        let hard_stop = hard_stop.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            debug!(service = name, %peer, "connection opened");
+            tokio::select! {
+                _ = hard_stop.cancelled() => debug!(service = name, %peer, "connection dropped at shutdown"),
+                _ = handler.serve(stream, ctx) => debug!(service = name, %peer, "connection closed"),
+            }
+        });
+    }
+
+    drop(listener);
+    tracker.close();
+    if !tracker.is_empty() {
+        info!(
+            service = name,
+            open = tracker.len(),
+            grace = ?limits.shutdown_grace,
+            "waiting for open connections to finish"
+        );
+    }
+    if tokio::time::timeout(limits.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            service = name,
+            open = tracker.len(),
+            "grace period over: closing the remaining connections"
+        );
+        hard_stop.cancel();
+        tracker.wait().await;
+    }
+    info!(service = name, "stopped");
+}
