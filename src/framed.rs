@@ -20,6 +20,10 @@ use crate::server::{ConnCtx, Handler};
 pub const DEFAULT_FRAMED_ADDR: &str = "127.0.0.1:7070";
 /// Default time a new connection has to send `hello`.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection waits for its goodbye to be delivered.
+const LINGER: Duration = Duration::from_secs(1);
+/// Most input read and dropped while lingering.
+const LINGER_BYTES: usize = 1 << 20;
 /// Server name sent in the hello reply.
 pub const SERVER_NAME: &str = concat!("sockit/", env!("CARGO_PKG_VERSION"));
 
@@ -110,12 +114,18 @@ impl Session<'_> {
             Ok(()) => self.serve_messages().await,
             Err(end) => end,
         };
+        let said = matches!(end, End::Say(..));
         if let End::Say(code, message) = end {
             // Best effort, bounded: the peer may be gone or not reading.
             let goodbye = self.conn.write_error(None, code, message);
-            let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
+            let _ = tokio::time::timeout(LINGER, goodbye).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.conn.shutdown()).await;
+        let _ = tokio::time::timeout(LINGER, self.conn.shutdown()).await;
+        if said {
+            // Lingering close: let the error frame reach the peer before
+            // unread input turns the close into a reset.
+            let _ = tokio::time::timeout(LINGER, self.conn.drain_input(LINGER_BYTES)).await;
+        }
     }
 
     /// Reads the next message, bounded by `limit` and the shutdown signal.

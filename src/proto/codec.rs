@@ -150,12 +150,14 @@ impl Encoder<&Frame> for FrameCodec {
         dst.put_u32(0);
         serde_json::to_writer((&mut *dst).writer(), frame.header())
             .map_err(|e| ProtoError::BadHeader(e.to_string()))?;
+        // Outgoing headers are held to the protocol's default limit, which
+        // every peer accepts, whatever this side's own read limit is.
         let n = dst.len() - start - LEN_PREFIX;
-        if n > self.limits.max_header {
+        if n > DEFAULT_MAX_HEADER {
             dst.truncate(start);
             return Err(ProtoError::HeaderTooLarge {
                 len: n,
-                max: self.limits.max_header,
+                max: DEFAULT_MAX_HEADER,
             });
         }
         dst[start..start + LEN_PREFIX].copy_from_slice(&(n as u32).to_be_bytes());

@@ -189,6 +189,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.write_frame(&frame).await
     }
 
+    /// Reads and drops raw input until end of stream or `max` bytes. Used
+    /// after a fatal error: closing a socket with unread input makes the
+    /// kernel send a reset, which can destroy the error frame in flight.
+    pub async fn drain_input(&mut self, max: usize) -> Result<(), ProtoError> {
+        let mut seen = self.rbuf.len();
+        self.rbuf.clear();
+        while seen < max {
+            self.rbuf.clear();
+            if !self.fill(READ_SIZE).await? {
+                break;
+            }
+            seen += self.rbuf.len();
+        }
+        self.rbuf.clear();
+        Ok(())
+    }
+
     /// Flushes and shuts down the write side (the peer reads end of stream).
     pub async fn shutdown(&mut self) -> Result<(), ProtoError> {
         self.flush().await?;

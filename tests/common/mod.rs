@@ -1,0 +1,66 @@
+//! Shared test helpers: start the real services in-process on port 0.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use sockit::config::Config;
+use sockit::proto::{Connection, Frame, Limits};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A running `sockit serve` on loopback ports chosen by the kernel.
+pub struct TestServer {
+    pub echo: SocketAddr,
+    pub framed: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<()>,
+    pub data: tempfile::TempDir,
+}
+
+/// Starts every service with `tweak` applied to a port-0 configuration.
+pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = Config {
+        data_dir: data.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.echo.bind = "127.0.0.1:0".into();
+    config.framed.bind = "127.0.0.1:0".into();
+    tweak(&mut config);
+    let bound = sockit::serve::bind(config).await.expect("bind");
+    let echo = bound
+        .echo_tcp_addr()
+        .or(bound.echo_udp_addr())
+        .unwrap_or(([0, 0, 0, 0], 0).into());
+    let framed = bound.framed_addr().unwrap_or(([0, 0, 0, 0], 0).into());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(bound.run(shutdown.clone()));
+    TestServer {
+        echo,
+        framed,
+        shutdown,
+        task,
+        data,
+    }
+}
+
+impl TestServer {
+    /// Stops the server and waits until every service has returned.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("server task");
+    }
+}
+
+/// Connects to the framed port and completes the handshake.
+pub async fn framed_client(addr: SocketAddr) -> Connection<TcpStream> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let mut conn = Connection::new(stream, Limits::default());
+    conn.write_frame(&Frame::new("hello").with("version", 1))
+        .await
+        .expect("hello");
+    let reply = conn.read_frame().await.expect("read").expect("reply");
+    assert_eq!(reply.kind(), "hello", "{reply:?}");
+    conn
+}
