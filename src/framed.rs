@@ -137,13 +137,16 @@ impl Session<'_> {
             read = tokio::time::timeout(limit, self.conn.read_frame()) => read,
         };
         match read {
-            Err(_) => Err(End::Say(
-                ErrorCode::Timeout,
-                format!(
-                    "no complete message within {}",
-                    humantime::format_duration(limit)
-                ),
-            )),
+            Err(_) => {
+                debug!(peer = %self.ctx.peer, "timed out waiting for a message");
+                Err(End::Say(
+                    ErrorCode::Timeout,
+                    format!(
+                        "no complete message within {}",
+                        humantime::format_duration(limit)
+                    ),
+                ))
+            }
             Ok(Ok(Some(frame))) => Ok(frame),
             Ok(Ok(None)) => Err(End::Quiet),
             Ok(Err(e)) => Err(self.read_failed(e)),
