@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
@@ -163,22 +164,7 @@ pub async fn run(opts: &EchoBench) -> Result<Report, BenchError> {
     let payload: Arc<[u8]> = vec![b'a'; opts.size].into();
     let start = Instant::now();
     let deadline = start + opts.duration;
-    let mut workers = JoinSet::new();
-    for _ in 0..opts.connections {
-        let payload = payload.clone();
-        match (opts.udp, opts.mode) {
-            (true, _) => workers.spawn(udp_rr(addr, payload, deadline)),
-            (false, BenchMode::Rr) => workers.spawn(tcp_rr(addr, payload, deadline)),
-            (false, BenchMode::Bulk) => workers.spawn(tcp_bulk(addr, payload, deadline)),
-            (false, BenchMode::Connect) => workers.spawn(tcp_connect(addr, payload, deadline)),
-        };
-    }
-    let mut total = Tally::new();
-    while let Some(done) = workers.join_next().await {
-        if let Ok(tally) = done {
-            total.merge(tally);
-        }
-    }
+    let total = run_sharded(opts, addr, payload, deadline).await;
     let elapsed = start.elapsed().as_secs_f64().max(1e-9);
     let held_count = held.len();
     drop(held);
@@ -210,6 +196,73 @@ pub async fn run(opts: &EchoBench) -> Result<Report, BenchError> {
     })
 }
 
+/// Runs the workers on one single-threaded runtime per core, as wrk does:
+/// no work stealing and no cross-thread wake-ups on the hot path.
+async fn run_sharded(
+    opts: &EchoBench,
+    addr: SocketAddr,
+    payload: Arc<[u8]>,
+    deadline: Instant,
+) -> Tally {
+    let shards = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(opts.connections);
+    let (udp, mode) = (opts.udp, opts.mode);
+    let mut threads = Vec::with_capacity(shards);
+    for shard in 0..shards {
+        // Spread connections evenly: the first `connections % shards` get one more.
+        let n = opts.connections / shards + usize::from(shard < opts.connections % shards);
+        let payload = payload.clone();
+        threads.push(std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(_) => {
+                    let mut t = Tally::new();
+                    t.errors += n as u64;
+                    return t;
+                }
+            };
+            rt.block_on(async move {
+                let mut workers = JoinSet::new();
+                for _ in 0..n {
+                    let payload = payload.clone();
+                    match (udp, mode) {
+                        (true, _) => workers.spawn(udp_rr(addr, payload, deadline)),
+                        (false, BenchMode::Rr) => workers.spawn(tcp_rr(addr, payload, deadline)),
+                        (false, BenchMode::Bulk) => {
+                            workers.spawn(tcp_bulk(addr, payload, deadline))
+                        }
+                        (false, BenchMode::Connect) => {
+                            workers.spawn(tcp_connect(addr, payload, deadline))
+                        }
+                    };
+                }
+                let mut total = Tally::new();
+                while let Some(done) = workers.join_next().await {
+                    if let Ok(tally) = done {
+                        total.merge(tally);
+                    }
+                }
+                total
+            })
+        }));
+    }
+    tokio::task::spawn_blocking(move || {
+        let mut total = Tally::new();
+        for t in threads {
+            if let Ok(tally) = t.join() {
+                total.merge(tally);
+            }
+        }
+        total
+    })
+    .await
+    .unwrap_or_else(|_| Tally::new())
+}
+
 /// Opens `n` idle connections, at most 256 handshakes at a time.
 async fn hold_connections(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>, BenchError> {
     let gate = Arc::new(Semaphore::new(256));
@@ -236,15 +289,22 @@ async fn hold_connections(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>, 
 
 async fn tcp_rr(addr: SocketAddr, payload: Arc<[u8]>, deadline: Instant) -> Tally {
     let mut t = Tally::new();
-    let Ok(mut s) = TcpStream::connect(addr).await else {
-        t.errors += 1;
-        return t;
+    let fd = match TcpStream::connect(addr).await.and_then(|s| {
+        s.set_nodelay(true)?;
+        let s = s.into_std()?;
+        // SAFETY: a std TcpStream owns its descriptor for its whole life.
+        Ok(unsafe { AsyncFd::register(s) }?)
+    }) {
+        Ok(fd) => fd,
+        Err(_) => {
+            t.errors += 1;
+            return t;
+        }
     };
-    let _ = s.set_nodelay(true);
     let mut back = vec![0u8; payload.len()];
     while Instant::now() < deadline {
         let sent = Instant::now();
-        if s.write_all(&payload).await.is_err() || s.read_exact(&mut back).await.is_err() {
+        if round_trip(&fd, &payload, &mut back).await.is_err() {
             t.errors += 1;
             break;
         }
@@ -252,6 +312,46 @@ async fn tcp_rr(addr: SocketAddr, payload: Arc<[u8]>, deadline: Instant) -> Tall
         t.bytes += payload.len() as u64;
     }
     t
+}
+
+/// Sends `payload` and reads `back.len()` bytes in reply. The reply cannot
+/// be there before the request is sent, so the read waits for readiness
+/// first instead of trying (and failing) at once; once the whole reply is in,
+/// the readiness is cleared (race-free, see `echo::serve_tcp`).
+async fn round_trip(
+    fd: &AsyncFd<std::net::TcpStream>,
+    payload: &[u8],
+    back: &mut [u8],
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut sent = 0;
+    while sent < payload.len() {
+        match fd.get_ref().write(&payload[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                fd.writable().await?.clear_ready();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut got = 0;
+    while got < back.len() {
+        let mut guard = fd.readable().await?;
+        match guard.try_io(|s| s.get_ref().read(&mut back[got..])) {
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(Ok(n)) => {
+                got += n;
+                if got == back.len() {
+                    guard.clear_ready();
+                }
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => {}
+        }
+    }
+    Ok(())
 }
 
 async fn tcp_connect(addr: SocketAddr, payload: Arc<[u8]>, deadline: Instant) -> Tally {

@@ -12,12 +12,12 @@
 //! a reply the peer cannot take at once is copied into memory of its own.
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, Read, Write};
 use std::str::FromStr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
+use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -224,8 +224,9 @@ thread_local! {
 enum Step {
     /// Nothing to read right now.
     WouldBlock,
-    /// Replied fully.
-    Done,
+    /// Replied fully; `drained` when the read came back short, which for TCP
+    /// means the socket had nothing more at that instant.
+    Done { drained: bool },
     /// The peer closed its side; the rest of the reply is in `pending`.
     Eof,
     /// The reply did not all fit in the socket; the rest is in `pending`.
@@ -235,13 +236,20 @@ enum Step {
 /// Reads what is available, transforms it and writes as much of the reply as
 /// the socket takes, all without awaiting (so the thread-local buffers are
 /// never held across an await).
-fn step(stream: &TcpStream, t: &mut Transformer, pending: &mut Vec<u8>) -> io::Result<Step> {
+fn step(
+    stream: &std::net::TcpStream,
+    t: &mut Transformer,
+    pending: &mut Vec<u8>,
+) -> io::Result<Step> {
     BUFFERS.with(|cell| {
         let mut bufs = cell.borrow_mut();
         let (input, output) = &mut *bufs;
-        let n = match stream.try_read(input) {
+        let n = match (&*stream).read(input) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::WouldBlock),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                return Ok(Step::Done { drained: false })
+            }
             Err(e) => return Err(e),
         };
         let reply: &[u8] = if n == 0 {
@@ -257,16 +265,19 @@ fn step(stream: &TcpStream, t: &mut Transformer, pending: &mut Vec<u8>) -> io::R
         };
         let mut written = 0;
         while written < reply.len() {
-            match stream.try_write(&reply[written..]) {
+            match (&*stream).write(&reply[written..]) {
                 Ok(w) => written += w,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
         pending.extend_from_slice(&reply[written..]);
         Ok(match (n, pending.is_empty()) {
             (0, _) => Step::Eof,
-            (_, true) => Step::Done,
+            (_, true) => Step::Done {
+                drained: n < input.len(),
+            },
             (_, false) => Step::Partial,
         })
     })
@@ -280,60 +291,84 @@ pub struct EchoHandler {
 }
 
 impl Handler for EchoHandler {
-    async fn serve(&self, mut stream: TcpStream, ctx: ConnCtx) {
-        if let Err(e) = serve_tcp(&mut stream, self.mode, &ctx).await {
+    async fn serve(&self, stream: TcpStream, ctx: ConnCtx) {
+        if let Err(e) = serve_tcp(stream, self.mode, &ctx).await {
             debug!(peer = %ctx.peer, "echo connection ended: {e}");
         }
     }
 }
 
-async fn serve_tcp(stream: &mut TcpStream, mode: Mode, ctx: &ConnCtx) -> io::Result<()> {
+/// Serves one echo connection.
+///
+/// The socket is driven through [`AsyncFd`] rather than tokio's `TcpStream`
+/// so that a short read can clear the read readiness at once: tokio's own
+/// streams clear it only after a read fails with `EAGAIN`, which costs one
+/// wasted system call per request. `clear_ready` is race-free: tokio ignores
+/// it if a new readiness event arrived since the guard was taken.
+async fn serve_tcp(stream: TcpStream, mode: Mode, ctx: &ConnCtx) -> io::Result<()> {
+    let std_stream = stream.into_std()?;
+    // SAFETY: a std TcpStream owns its descriptor, keeps it open until it is
+    // dropped and always reports the same one, as `register` requires.
+    let fd = unsafe { AsyncFd::register(std_stream) }?;
     let mut t = Transformer::new(mode);
     let mut pending = Vec::new();
     loop {
-        tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            ready = tokio::time::timeout(ctx.idle_timeout, stream.readable()) => match ready {
+        let mut guard = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Ok(()),
+            ready = tokio::time::timeout(ctx.idle_timeout, fd.readable()) => match ready {
                 Ok(r) => r?,
                 Err(_) => {
                     debug!(peer = %ctx.peer, "idle timeout");
                     return Ok(());
                 }
             },
-        }
+        };
         loop {
-            match step(stream, &mut t, &mut pending)? {
-                Step::WouldBlock => break,
-                Step::Done => continue,
+            match step(fd.get_ref(), &mut t, &mut pending)? {
+                Step::WouldBlock | Step::Done { drained: true } => {
+                    guard.clear_ready();
+                    break;
+                }
+                Step::Done { drained: false } => continue,
                 Step::Partial => {
                     // The peer reads slower than it writes: wait until it
                     // takes the reply before reading more (bounded memory).
-                    write_pending(stream, &mut pending, ctx).await?;
+                    write_pending(&fd, &mut pending, ctx).await?;
                 }
                 Step::Eof => {
                     // Half-close honoured: finish replying, then close.
-                    write_pending(stream, &mut pending, ctx).await?;
-                    stream.shutdown().await?;
+                    write_pending(&fd, &mut pending, ctx).await?;
+                    fd.get_ref().shutdown(std::net::Shutdown::Write)?;
                     return Ok(());
                 }
             }
         }
     }
-    Ok(())
 }
 
+/// Writes the reply the peer could not take at once, waiting for it to read,
+/// at most the idle timeout between two writes.
 async fn write_pending(
-    stream: &mut TcpStream,
+    fd: &AsyncFd<std::net::TcpStream>,
     pending: &mut Vec<u8>,
     ctx: &ConnCtx,
 ) -> io::Result<()> {
-    match tokio::time::timeout(ctx.idle_timeout, stream.write_all(pending)).await {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "peer stopped reading",
-            ))
+    let mut written = 0;
+    while written < pending.len() {
+        let mut guard = match tokio::time::timeout(ctx.idle_timeout, fd.writable()).await {
+            Ok(g) => g?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "peer stopped reading",
+                ))
+            }
+        };
+        match guard.try_io(|s| s.get_ref().write(&pending[written..])) {
+            Ok(Ok(n)) => written += n,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => {}
         }
     }
     pending.clear();
