@@ -103,6 +103,8 @@ struct Tally {
     bytes: u64,
     errors: u64,
     lost: u64,
+    /// The first connection failure, reported if nothing succeeded.
+    connect_error: Option<std::io::Error>,
 }
 
 impl Tally {
@@ -116,6 +118,7 @@ impl Tally {
             bytes: 0,
             errors: 0,
             lost: 0,
+            connect_error: None,
         }
     }
 
@@ -131,6 +134,15 @@ impl Tally {
         self.bytes += other.bytes;
         self.errors += other.errors;
         self.lost += other.lost;
+        if self.connect_error.is_none() {
+            self.connect_error = other.connect_error;
+        }
+    }
+
+    /// Counts a failed connection attempt.
+    fn connect_failed(&mut self, e: std::io::Error) {
+        self.errors += 1;
+        self.connect_error.get_or_insert(e);
     }
 }
 
@@ -154,17 +166,16 @@ pub async fn run(opts: &EchoBench) -> Result<Report, BenchError> {
     let addr = crate::server::resolve(&opts.target)
         .await
         .map_err(|e| BenchError::Resolve(opts.target.clone(), e))?;
-    // Check the target is there before spending the whole duration on it.
-    if !opts.udp {
-        TcpStream::connect(addr)
-            .await
-            .map_err(|e| BenchError::Connect(addr, e))?;
-    }
     let held = hold_connections(addr, opts.hold).await?;
     let payload: Arc<[u8]> = vec![b'a'; opts.size].into();
     let start = Instant::now();
     let deadline = start + opts.duration;
     let total = run_sharded(opts, addr, payload, deadline).await;
+    if total.count == 0 {
+        if let Some(e) = total.connect_error {
+            return Err(BenchError::Connect(addr, e));
+        }
+    }
     let elapsed = start.elapsed().as_secs_f64().max(1e-9);
     let held_count = held.len();
     drop(held);
@@ -296,8 +307,8 @@ async fn tcp_rr(addr: SocketAddr, payload: Arc<[u8]>, deadline: Instant) -> Tall
         Ok(unsafe { AsyncFd::register(s) }?)
     }) {
         Ok(fd) => fd,
-        Err(_) => {
-            t.errors += 1;
+        Err(e) => {
+            t.connect_failed(e);
             return t;
         }
     };
@@ -372,7 +383,7 @@ async fn tcp_connect(addr: SocketAddr, payload: Arc<[u8]>, deadline: Instant) ->
                 t.record(sent);
                 t.bytes += payload.len() as u64;
             }
-            Err(_) => t.errors += 1,
+            Err(e) => t.connect_failed(e),
         }
     }
     t
@@ -380,9 +391,12 @@ async fn tcp_connect(addr: SocketAddr, payload: Arc<[u8]>, deadline: Instant) ->
 
 async fn tcp_bulk(addr: SocketAddr, payload: Arc<[u8]>, deadline: Instant) -> Tally {
     let mut t = Tally::new();
-    let Ok(s) = TcpStream::connect(addr).await else {
-        t.errors += 1;
-        return t;
+    let s = match TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            t.connect_failed(e);
+            return t;
+        }
     };
     let (mut rd, mut wr) = s.into_split();
     // Drain whatever comes back (an echo server) so the sender never stalls.
@@ -459,7 +473,7 @@ impl Report {
             }
         };
         let mut s = format!(
-            "target    {} {} {}, {} connections, {}-byte {}, {:.1} s\n",
+            "target     {} {} {}, {} connection{}, {}-byte {}, {:.1} s\n",
             self.target,
             self.transport,
             serde_json::to_value(self.mode)
@@ -467,6 +481,7 @@ impl Report {
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_default(),
             self.connections,
+            if self.connections == 1 { "" } else { "s" },
             self.size,
             if self.mode == BenchMode::Bulk {
                 "writes"
@@ -476,22 +491,28 @@ impl Report {
             self.duration_s,
         );
         if self.held > 0 {
-            s += &format!("held      {} idle connections\n", self.held);
+            s += &format!("held       {} idle connections\n", self.held);
+        }
+        if self.mode == BenchMode::Bulk {
+            s += &format!(
+                "sent       {:.1} MB/s ({:.2} Gbit/s) in {} writes\n",
+                self.mb_per_sec,
+                self.mb_per_sec * 8.0 / 1000.0,
+                self.round_trips
+            );
+        } else {
+            s += &format!(
+                "rate       {:.0} round trips/s ({} in all, {:.1} MB/s each way)\n",
+                self.rt_per_sec, self.round_trips, self.mb_per_sec
+            );
         }
         let what = if self.mode == BenchMode::Bulk {
-            "writes"
+            "write time"
         } else {
-            "round trips"
+            "latency"
         };
         s += &format!(
-            "{what:<11}{} ({:.0}/s)   {:.1} MB/s ({:.2} Gbit/s)\n",
-            self.round_trips,
-            self.rt_per_sec,
-            self.mb_per_sec,
-            self.mb_per_sec * 8.0 / 1000.0
-        );
-        s += &format!(
-            "latency    p50 {}  p90 {}  p99 {}  max {}\n",
+            "{what:<11}p50 {}  p90 {}  p99 {}  max {}\n",
             lat(self.p50_us),
             lat(self.p90_us),
             lat(self.p99_us),
