@@ -247,3 +247,129 @@ fn bench_against_nothing_fails_clearly() {
     assert!(!ok);
     assert!(err.contains("cannot connect"), "{err}");
 }
+
+/// Everything a server wrote to stderr so far.
+type Log = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// Starts `sockit ARGS` as a server and returns it with the first address it
+/// logs as bound, and its log.
+fn start_server(shell_prefix: &str, args: &str) -> (std::process::Child, String, Log) {
+    let cmd = format!(
+        "{shell_prefix} exec {} {args}",
+        env!("CARGO_BIN_EXE_sockit")
+    );
+    let mut child = Command::new("bash")
+        .args(["-c", &cmd])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    let mut line = String::new();
+    while addr.is_none() {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited before listening"
+        );
+        if line.contains("listening (tcp)") {
+            addr = line.split("addr=").nth(1).map(|a| a.trim().to_string());
+        }
+    }
+    let log = Log::default();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
+            sink.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    (child, addr.unwrap(), log)
+}
+
+#[test]
+fn accept_loop_survives_running_out_of_descriptors() {
+    // 48 descriptors in all: the server runs out long before 100 clients.
+    let (mut server, addr, log) = start_server(
+        "ulimit -Sn 48 -Hn 48;",
+        "echo --tcp-only --bind 127.0.0.1:0",
+    );
+    let mut hogs = Vec::new();
+    for _ in 0..100 {
+        if let Ok(s) = TcpStream::connect(&addr) {
+            hogs.push(s);
+        }
+    }
+    // Once the hogs leave, a new client is served: the accept loop is alive.
+    drop(hogs);
+    let mut served = false;
+    for _ in 0..50 {
+        let Ok(mut s) = TcpStream::connect(&addr) else {
+            continue;
+        };
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 5];
+        if s.write_all(b"alive").is_ok() && s.read_exact(&mut buf).is_ok() {
+            assert_eq!(&buf, b"alive");
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "no client was served after descriptor exhaustion");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.contains("Too many open files"),
+        "descriptors never ran out:\n{log}"
+    );
+}
+
+#[test]
+fn sigterm_stops_serve_with_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = format!(
+        "serve --data-dir {} --echo-bind 127.0.0.1:0 --framed-bind 127.0.0.1:0",
+        dir.path().display()
+    );
+    let (server, addr, _log) = start_server("", &args);
+    let mut client = TcpStream::connect(&addr).unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = Vec::new();
+    assert_eq!(
+        client.read_to_end(&mut rest).unwrap(),
+        0,
+        "connection closed at shutdown"
+    );
+    let out = server.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+}
+
+#[test]
+fn bad_config_is_one_line_and_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sockit.toml");
+    std::fs::write(&path, "[echo]\nbnid = \"127.0.0.1:1\"\n").unwrap();
+    let (ok, _, err) = run(&["serve", "--config", path.to_str().unwrap()], b"");
+    assert!(!ok);
+    assert!(err.contains("bnid") && err.contains("sockit.toml"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn a_taken_port_is_a_clear_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (ok, _, err) = run(&["echo", "--tcp-only", "--bind", &addr], b"");
+    assert!(!ok);
+    assert!(err.contains("cannot bind") && err.contains(&addr), "{err}");
+}
