@@ -16,6 +16,7 @@
 //!
 //! And [`serve`], which binds and runs every enabled service together.
 
+pub mod accounts;
 pub mod bench;
 pub mod config;
 pub mod echo;
