@@ -25,3 +25,4 @@ pub mod netcat;
 pub mod proto;
 pub mod serve;
 pub mod server;
+pub mod store;

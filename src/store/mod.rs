@@ -1,0 +1,913 @@
+//! The file store: one private space per user under `<data>/files/<user>/`,
+//! shared by every service that touches files (the framed file service, the
+//! web app).
+//!
+//! Every path goes through [`path::RemotePath::parse`] and [`path::resolve`].
+//! Uploads are written to a partial file in the user's hidden
+//! `.sockit-partial/` folder, verified with BLAKE3, fsynced, then published
+//! atomically (a hard link when the target must not exist, a rename when it
+//! may be replaced) and the directory fsynced: a reader never sees half a
+//! file. An interrupted upload leaves its partial file behind; the next
+//! upload of the same source (same path, length and modification time)
+//! resumes from it. Partial files untouched for `partial_ttl` are removed.
+
+pub mod path;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cap_std::fs::{Dir, OpenOptions};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+pub use path::{resolve, PathError, RemotePath, Resolved};
+
+/// Default time an abandoned partial upload is kept.
+pub const DEFAULT_PARTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Most entries one listing returns.
+pub const MAX_LIST_ENTRIES: usize = 100_000;
+
+/// Errors of the store; each has a wire code.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The path breaks the rules or leads outside the space.
+    #[error(transparent)]
+    BadPath(#[from] PathError),
+    /// Resolution left the space (a symlink pointing outside).
+    #[error("bad path {0:?}: it leads outside your space")]
+    Escape(String),
+    /// Nothing there.
+    #[error("{0}: no such file or folder")]
+    NotFound(String),
+    /// Something is already there.
+    #[error("{0} already exists (use --force to replace it)")]
+    Exists(String),
+    /// A folder where a file was expected.
+    #[error("{0} is a folder")]
+    IsADirectory(String),
+    /// A file where a folder was expected.
+    #[error("{0} is not a folder")]
+    NotADirectory(String),
+    /// Removing a folder that has content, without recursion.
+    #[error("{0} is not empty (use -r to remove it with its content)")]
+    NotEmpty(String),
+    /// The user's quota would be exceeded.
+    #[error("quota exceeded: {used} of {quota} bytes used, {wanted} more wanted")]
+    QuotaExceeded { used: u64, quota: u64, wanted: u64 },
+    /// Over the maximum file size.
+    #[error("{length} bytes is over this server's file size limit of {max} bytes")]
+    TooLarge { length: u64, max: u64 },
+    /// The data did not match the sender's hash; nothing was published.
+    #[error("checksum mismatch: the data received does not match the sender's BLAKE3 hash; nothing was saved")]
+    ChecksumMismatch,
+    /// The same upload is already running.
+    #[error("an upload of {0} from the same source is already in progress")]
+    Busy(String),
+    /// Anything else from the file system.
+    #[error("storage error: {0}")]
+    Io(String),
+}
+
+impl StoreError {
+    /// The documented wire code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::BadPath(_) | StoreError::Escape(_) => "bad_path",
+            StoreError::NotFound(_) => "not_found",
+            StoreError::Exists(_) => "exists",
+            StoreError::IsADirectory(_) => "is_a_directory",
+            StoreError::NotADirectory(_) => "not_a_directory",
+            StoreError::NotEmpty(_) => "not_empty",
+            StoreError::QuotaExceeded { .. } => "quota_exceeded",
+            StoreError::TooLarge { .. } => "too_large",
+            StoreError::ChecksumMismatch => "checksum_mismatch",
+            StoreError::Busy(_) => "busy",
+            StoreError::Io(_) => "internal",
+        }
+    }
+
+    /// Maps a file-system error on `path` to a store error.
+    pub fn from_io(e: io::Error, path: &RemotePath) -> StoreError {
+        let p = path.to_string();
+        match e.kind() {
+            io::ErrorKind::NotFound => StoreError::NotFound(p),
+            io::ErrorKind::AlreadyExists => StoreError::Exists(p),
+            io::ErrorKind::PermissionDenied => StoreError::Escape(p),
+            io::ErrorKind::IsADirectory => StoreError::IsADirectory(p),
+            io::ErrorKind::NotADirectory => StoreError::NotADirectory(p),
+            io::ErrorKind::DirectoryNotEmpty => StoreError::NotEmpty(p),
+            // ELOOP: a symlink loop, or a symlink where none may be.
+            _ if e.raw_os_error() == Some(libc::ELOOP) => StoreError::Escape(p),
+            _ => StoreError::Io(format!("{p}: {e}")),
+        }
+    }
+}
+
+/// Store limits.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Bytes each user may store; `None` is unlimited.
+    pub quota: Option<u64>,
+    /// Largest single file; `None` is unlimited.
+    pub max_file_size: Option<u64>,
+    /// Abandoned partial uploads older than this are removed.
+    pub partial_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            quota: None,
+            max_file_size: None,
+            partial_ttl: DEFAULT_PARTIAL_TTL,
+        }
+    }
+}
+
+/// What kind of thing an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Name, or path relative to the listed folder when recursive.
+    pub name: String,
+    /// File, folder, symlink or other.
+    pub kind: Kind,
+    /// Size in bytes (files).
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+}
+
+/// Bytes used and reserved by in-flight uploads, per user.
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    used: u64,
+    reserved: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// `<data>/files`, opened once; user spaces are opened beneath it.
+    root: Dir,
+    settings: Settings,
+    /// Usage per user key, computed on first use and kept up to date.
+    usage: Mutex<HashMap<String, Usage>>,
+    /// Uploads in progress, by (user key, partial name).
+    active: Mutex<HashSet<(String, String)>>,
+}
+
+/// The file store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn mtime_ns(meta: &cap_std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .map(|t| t.into_std())
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+fn kind_of(ft: cap_std::fs::FileType) -> Kind {
+    if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        Kind::File
+    } else {
+        Kind::Other
+    }
+}
+
+/// fsyncs a directory so a rename or link in it survives a crash. (The
+/// handle cap-std keeps may be `O_PATH`, which cannot be synced, so the
+/// directory is opened again, read-only, through it.)
+fn sync_dir(dir: &Dir) -> io::Result<()> {
+    dir.open(".")?.into_std().sync_all()
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `<data_dir>/files`.
+    pub fn open(data_dir: &std::path::Path, settings: Settings) -> io::Result<Store> {
+        let files = data_dir.join("files");
+        std::fs::create_dir_all(&files)?;
+        let root = Dir::open_ambient_dir(&files, cap_std::ambient_authority())?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                root,
+                settings,
+                usage: Mutex::default(),
+                active: Mutex::default(),
+            }),
+        })
+    }
+
+    /// The limits in force.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Opens a user's space, creating it on first use.
+    pub fn space(&self, user_key: &str) -> Result<Dir, StoreError> {
+        if !crate::accounts::valid_name(user_key) {
+            return Err(StoreError::Io(format!("invalid user key {user_key:?}")));
+        }
+        let io = |e: io::Error| StoreError::Io(format!("user space: {e}"));
+        match self.inner.root.create_dir(user_key) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
+        }
+        self.inner.root.open_dir(user_key).map_err(io)
+    }
+
+    /// The single resolution function applied to a user's space.
+    pub fn resolve(&self, user_key: &str, path: &RemotePath) -> Result<Resolved, StoreError> {
+        let space = self.space(user_key)?;
+        resolve(&space, path).map_err(|e| StoreError::from_io(e, path))
+    }
+
+    /// Lists a folder (or describes a file), optionally recursively.
+    /// The store's own partial-upload folder is never shown.
+    pub fn list(
+        &self,
+        user_key: &str,
+        path: &RemotePath,
+        recursive: bool,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let r = self.resolve(user_key, path)?;
+        let err = |e| StoreError::from_io(e, path);
+        let meta = r.dir.symlink_metadata(r.name_or_dot()).map_err(err)?;
+        if !meta.is_dir() {
+            return Ok(vec![Entry {
+                name: path.name().unwrap_or(".").to_string(),
+                kind: kind_of(meta.file_type()),
+                size: meta.len(),
+                mtime_ns: mtime_ns(&meta),
+            }]);
+        }
+        let dir = r.dir.open_dir(r.name_or_dot()).map_err(err)?;
+        let mut out = Vec::new();
+        walk(&dir, "", path.is_root(), recursive, &mut out).map_err(err)?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Creates a folder (and its parents with `parents`).
+    pub fn mkdir(
+        &self,
+        user_key: &str,
+        path: &RemotePath,
+        parents: bool,
+    ) -> Result<(), StoreError> {
+        if path.is_root() {
+            return Err(StoreError::Exists(".".into()));
+        }
+        let space = self.space(user_key)?;
+        let err = |e| StoreError::from_io(e, path);
+        if parents {
+            space.create_dir_all(path.to_path_buf()).map_err(err)?;
+        } else {
+            let r = resolve(&space, path).map_err(err)?;
+            r.dir.create_dir(r.name_or_dot()).map_err(err)?;
+        }
+        let r = resolve(&space, path).map_err(err)?;
+        sync_dir(&r.dir).map_err(err)
+    }
+
+    /// Removes a file, or a folder (with its content when `recursive`).
+    pub fn remove(
+        &self,
+        user_key: &str,
+        path: &RemotePath,
+        recursive: bool,
+    ) -> Result<(), StoreError> {
+        if path.is_root() {
+            return Err(StoreError::BadPath(PathError {
+                path: ".".into(),
+                reason: "the root of your space cannot be removed",
+            }));
+        }
+        let r = self.resolve(user_key, path)?;
+        let err = |e| StoreError::from_io(e, path);
+        let name = r.name_or_dot();
+        let meta = r.dir.symlink_metadata(name).map_err(err)?;
+        let freed = if meta.is_dir() {
+            let freed = dir_size(&r.dir.open_dir(name).map_err(err)?).unwrap_or(0);
+            if recursive {
+                r.dir.remove_dir_all(name).map_err(err)?;
+            } else {
+                r.dir.remove_dir(name).map_err(err)?;
+            }
+            freed
+        } else {
+            r.dir.remove_file(name).map_err(err)?;
+            meta.len()
+        };
+        sync_dir(&r.dir).map_err(err)?;
+        self.adjust_usage(user_key, 0, freed);
+        Ok(())
+    }
+
+    /// Moves or renames within the space. An existing target is refused
+    /// unless `force`, which replaces a file (never a folder).
+    pub fn rename(
+        &self,
+        user_key: &str,
+        from: &RemotePath,
+        to: &RemotePath,
+        force: bool,
+    ) -> Result<(), StoreError> {
+        if from.is_root() || to.is_root() {
+            return Err(StoreError::BadPath(PathError {
+                path: ".".into(),
+                reason: "the root of your space cannot be moved or replaced",
+            }));
+        }
+        let space = self.space(user_key)?;
+        let src = resolve(&space, from).map_err(|e| StoreError::from_io(e, from))?;
+        let dst = resolve(&space, to).map_err(|e| StoreError::from_io(e, to))?;
+        src.dir
+            .symlink_metadata(src.name_or_dot())
+            .map_err(|e| StoreError::from_io(e, from))?;
+        let mut replaced = 0;
+        match dst.dir.symlink_metadata(dst.name_or_dot()) {
+            Ok(m) if m.is_dir() => return Err(StoreError::Exists(to.to_string())),
+            Ok(_) if !force => return Err(StoreError::Exists(to.to_string())),
+            Ok(m) => replaced = m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::from_io(e, to)),
+        }
+        src.dir
+            .rename(src.name_or_dot(), &dst.dir, dst.name_or_dot())
+            .map_err(|e| StoreError::from_io(e, to))?;
+        sync_dir(&dst.dir).map_err(|e| StoreError::from_io(e, to))?;
+        sync_dir(&src.dir).map_err(|e| StoreError::from_io(e, from))?;
+        self.adjust_usage(user_key, 0, replaced);
+        Ok(())
+    }
+
+    /// Opens a file for download: the file, its length and mtime.
+    pub fn open_read(
+        &self,
+        user_key: &str,
+        path: &RemotePath,
+    ) -> Result<(std::fs::File, u64, i64), StoreError> {
+        let r = self.resolve(user_key, path)?;
+        let err = |e| StoreError::from_io(e, path);
+        let file = r.dir.open(r.name_or_dot()).map_err(err)?;
+        let meta = file.metadata().map_err(err)?;
+        if meta.is_dir() {
+            return Err(StoreError::IsADirectory(path.to_string()));
+        }
+        Ok((file.into_std(), meta.len(), mtime_ns(&meta)))
+    }
+
+    /// Bytes used by a user, computed on first use.
+    pub fn used(&self, user_key: &str) -> Result<u64, StoreError> {
+        Ok(self.usage(user_key)?.used)
+    }
+
+    fn usage(&self, user_key: &str) -> Result<Usage, StoreError> {
+        if let Some(u) = lock(&self.inner.usage).get(user_key) {
+            return Ok(*u);
+        }
+        let space = self.space(user_key)?;
+        let used = dir_size(&space).map_err(|e| StoreError::Io(e.to_string()))?;
+        let mut map = lock(&self.inner.usage);
+        Ok(*map
+            .entry(user_key.to_string())
+            .or_insert(Usage { used, reserved: 0 }))
+    }
+
+    fn adjust_usage(&self, user_key: &str, added: u64, freed: u64) {
+        if let Some(u) = lock(&self.inner.usage).get_mut(user_key) {
+            u.used = (u.used + added).saturating_sub(freed);
+        }
+    }
+
+    /// Starts (or resumes) an upload of `length` bytes to `path`.
+    ///
+    /// `source_mtime_ns` identifies the sender's version of the file: a
+    /// partial upload is resumed only for the same path, length and mtime
+    /// (and the final hash check catches anything else). With `resume` off,
+    /// any partial is discarded.
+    pub fn begin_upload(
+        &self,
+        user_key: &str,
+        path: &RemotePath,
+        length: u64,
+        source_mtime_ns: i64,
+        force: bool,
+        resume: bool,
+    ) -> Result<Upload, StoreError> {
+        let settings = &self.inner.settings;
+        if path.is_root() {
+            return Err(StoreError::IsADirectory(".".into()));
+        }
+        if let Some(max) = settings.max_file_size {
+            if length > max {
+                return Err(StoreError::TooLarge { length, max });
+            }
+        }
+        let space = self.space(user_key)?;
+        if path.components().len() > 1 {
+            // Parents are created as needed. "Already exists" (a file, or a
+            // symlink cap-std will not follow) is left for `resolve` to judge.
+            match space.create_dir_all(path.parent().to_path_buf()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::from_io(e, &path.parent())),
+            }
+        }
+        let target = resolve(&space, path).map_err(|e| StoreError::from_io(e, path))?;
+        let replaced = match target.dir.symlink_metadata(target.name_or_dot()) {
+            Ok(m) if m.is_dir() => return Err(StoreError::IsADirectory(path.to_string())),
+            Ok(_) if !force => return Err(StoreError::Exists(path.to_string())),
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(StoreError::from_io(e, path)),
+        };
+        let key = partial_key(path, length, source_mtime_ns);
+        let active_key = (user_key.to_string(), key.clone());
+        if !lock(&self.inner.active).insert(active_key.clone()) {
+            return Err(StoreError::Busy(path.to_string()));
+        }
+        let mut guard = UploadGuard {
+            store: self.clone(),
+            active: active_key,
+            user_key: user_key.to_string(),
+            reserved: 0,
+        };
+        // Quota: reserve the whole length now, settle at publish.
+        let usage = self.usage(user_key)?;
+        if let Some(quota) = settings.quota {
+            let committed = usage.used.saturating_sub(replaced) + usage.reserved;
+            if committed + length > quota {
+                return Err(StoreError::QuotaExceeded {
+                    used: usage.used,
+                    quota,
+                    wanted: length,
+                });
+            }
+        }
+        if let Some(u) = lock(&self.inner.usage).get_mut(user_key) {
+            u.reserved += length;
+        }
+        guard.reserved = length;
+
+        let io = |e: io::Error| StoreError::Io(format!("partial upload: {e}"));
+        match space.create_dir(path::RESERVED) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
+        }
+        let partial_dir = space.open_dir(path::RESERVED).map_err(io)?;
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).create(true);
+        let mut file = partial_dir.open_with(&key, &opts).map_err(io)?;
+        let mut offset = file.metadata().map_err(io)?.len();
+        if !resume || offset > length {
+            file.set_len(0).map_err(io)?;
+            offset = 0;
+        }
+        // The hash covers the whole file: re-read what is already there.
+        let mut hasher = blake3::Hasher::new();
+        if offset > 0 {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut left = offset;
+            while left > 0 {
+                let want = left.min(buf.len() as u64) as usize;
+                let n = file.read(&mut buf[..want]).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                left -= n as u64;
+            }
+            offset -= left;
+            file.set_len(offset).map_err(io)?;
+            debug!(user = user_key, %path, offset, "resuming upload");
+        }
+        let mut std_file = file.into_std();
+        io::Seek::seek(&mut std_file, io::SeekFrom::Start(offset)).map_err(io)?;
+        Ok(Upload {
+            path: path.clone(),
+            length,
+            offset,
+            replaced,
+            force,
+            target,
+            partial_dir,
+            partial_name: key,
+            file: Some(std_file),
+            hasher,
+            written: offset,
+            guard,
+        })
+    }
+
+    /// Removes partial uploads older than the configured time to live.
+    pub fn sweep_partials(&self) -> io::Result<usize> {
+        let ttl = self.inner.settings.partial_ttl;
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for user in self.inner.root.entries()? {
+            let user = user?;
+            let Ok(space) = user.open_dir() else { continue };
+            let Ok(partials) = space.open_dir(path::RESERVED) else {
+                continue;
+            };
+            for entry in partials.entries()? {
+                let entry = entry?;
+                let name = entry.file_name();
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .map(|t| now.duration_since(t.into_std()).unwrap_or_default() > ttl)
+                    .unwrap_or(false);
+                let busy = lock(&self.inner.active)
+                    .iter()
+                    .any(|(_, k)| *k == name.to_string_lossy());
+                if stale && !busy && partials.remove_file(&name).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            info!(removed, "removed abandoned partial uploads");
+        }
+        Ok(removed)
+    }
+}
+
+/// Name of the partial file for one source version of one target.
+fn partial_key(path: &RemotePath, length: u64, mtime_ns: i64) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(path.to_string().as_bytes());
+    h.update(&[0]);
+    h.update(&length.to_le_bytes());
+    h.update(&mtime_ns.to_le_bytes());
+    h.finalize().to_hex()[..32].to_string()
+}
+
+fn walk(
+    dir: &Dir,
+    prefix: &str,
+    at_root: bool,
+    recursive: bool,
+    out: &mut Vec<Entry>,
+) -> io::Result<()> {
+    for entry in dir.entries()? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if at_root && prefix.is_empty() && name == path::RESERVED {
+            continue;
+        }
+        let meta = entry.metadata()?;
+        let full = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let kind = kind_of(meta.file_type());
+        out.push(Entry {
+            name: full.clone(),
+            kind,
+            size: if kind == Kind::File { meta.len() } else { 0 },
+            mtime_ns: mtime_ns(&meta),
+        });
+        if out.len() > MAX_LIST_ENTRIES {
+            return Err(io::Error::other(format!(
+                "more than {MAX_LIST_ENTRIES} entries; list a smaller folder"
+            )));
+        }
+        if recursive && kind == Kind::Dir {
+            walk(&entry.open_dir()?, &full, at_root, true, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Total size of the regular files beneath `dir`, partial uploads excluded.
+fn dir_size(dir: &Dir) -> io::Result<u64> {
+    let mut total = 0;
+    for entry in dir.entries()? {
+        let entry = entry?;
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            if entry.file_name() != path::RESERVED {
+                total += dir_size(&entry.open_dir()?)?;
+            }
+        } else if ft.is_file() {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
+/// Releases an upload's lock and quota reservation however it ends.
+#[derive(Debug)]
+struct UploadGuard {
+    store: Store,
+    active: (String, String),
+    user_key: String,
+    reserved: u64,
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        lock(&self.store.inner.active).remove(&self.active);
+        if let Some(u) = lock(&self.store.inner.usage).get_mut(&self.user_key) {
+            u.reserved = u.reserved.saturating_sub(self.reserved);
+        }
+    }
+}
+
+/// An upload in progress: bytes go to a partial file and into the hash.
+#[derive(Debug)]
+pub struct Upload {
+    path: RemotePath,
+    length: u64,
+    offset: u64,
+    replaced: u64,
+    force: bool,
+    target: Resolved,
+    partial_dir: Dir,
+    partial_name: String,
+    file: Option<std::fs::File>,
+    hasher: blake3::Hasher,
+    written: u64,
+    guard: UploadGuard,
+}
+
+/// What a published upload became.
+#[derive(Debug, Clone, Serialize)]
+pub struct Published {
+    /// Where it is.
+    pub path: String,
+    /// Its length.
+    pub length: u64,
+    /// Its BLAKE3 hash, hex.
+    pub blake3: String,
+}
+
+impl Upload {
+    /// Bytes already stored from an earlier attempt: send from here.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Total length of the file.
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+
+    /// Bytes still expected.
+    pub fn remaining(&self) -> u64 {
+        self.length - self.written
+    }
+
+    /// Takes the partial file for writing (async callers wrap it), and the
+    /// hasher that must see every byte written.
+    pub fn writer(&mut self) -> (Option<std::fs::File>, &mut blake3::Hasher) {
+        (self.file.take(), &mut self.hasher)
+    }
+
+    /// Records `n` bytes written to the partial file.
+    pub fn wrote(&mut self, n: u64) {
+        self.written += n;
+    }
+
+    /// Verifies the hash, makes the data durable and publishes the file.
+    /// On a mismatch the partial file is deleted and nothing is published.
+    /// `file` is the partial file handed out by [`writer`](Self::writer).
+    pub fn finish(
+        mut self,
+        file: std::fs::File,
+        expected_hex: &str,
+    ) -> Result<Published, StoreError> {
+        let io = |e: io::Error| StoreError::Io(format!("publishing: {e}"));
+        if self.written != self.length {
+            return Err(StoreError::Io(format!(
+                "upload ended after {} of {} bytes",
+                self.written, self.length
+            )));
+        }
+        let actual = self.hasher.finalize().to_hex().to_string();
+        if !actual.eq_ignore_ascii_case(expected_hex.trim()) {
+            drop(file);
+            let _ = self.partial_dir.remove_file(&self.partial_name);
+            warn!(path = %self.path, "checksum mismatch; partial upload discarded");
+            return Err(StoreError::ChecksumMismatch);
+        }
+        file.sync_all().map_err(io)?;
+        drop(file);
+        let name = self.target.name_or_dot().to_path_buf();
+        if self.force {
+            self.partial_dir
+                .rename(&self.partial_name, &self.target.dir, &name)
+                .map_err(|e| StoreError::from_io(e, &self.path))?;
+        } else {
+            // A hard link fails if the name exists: publish-if-absent,
+            // atomically, even against a concurrent upload.
+            self.partial_dir
+                .hard_link(&self.partial_name, &self.target.dir, &name)
+                .map_err(|e| StoreError::from_io(e, &self.path))?;
+            self.partial_dir
+                .remove_file(&self.partial_name)
+                .map_err(io)?;
+        }
+        sync_dir(&self.target.dir).map_err(io)?;
+        sync_dir(&self.partial_dir).map_err(io)?;
+        self.guard
+            .store
+            .adjust_usage(&self.guard.user_key, self.length, self.replaced);
+        self.file = None;
+        Ok(Published {
+            path: self.path.to_string(),
+            length: self.length,
+            blake3: actual,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn store(settings: Settings) -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), settings).unwrap();
+        (d, s)
+    }
+
+    fn put(s: &Store, path: &str, data: &[u8], force: bool) -> Result<Published, StoreError> {
+        let p = RemotePath::parse(path).unwrap();
+        let mut up = s.begin_upload("u", &p, data.len() as u64, 1, force, true)?;
+        let (file, hasher) = up.writer();
+        let mut file = file.unwrap();
+        file.write_all(data).unwrap();
+        hasher.update(data);
+        up.wrote(data.len() as u64);
+        let hash = blake3::hash(data).to_hex().to_string();
+        up.finish(file, &hash)
+    }
+
+    #[test]
+    fn upload_list_rename_remove() {
+        let (_d, s) = store(Settings::default());
+        put(&s, "docs/报告 2026.pdf", b"hello", false).unwrap();
+        assert!(matches!(
+            put(&s, "docs/报告 2026.pdf", b"x", false),
+            Err(StoreError::Exists(_))
+        ));
+        put(&s, "docs/报告 2026.pdf", b"replaced", true).unwrap();
+        let l = s.list("u", &RemotePath::root(), true).unwrap();
+        let names: Vec<_> = l.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["docs", "docs/报告 2026.pdf"]);
+        assert_eq!(l[1].size, 8);
+        assert_eq!(s.used("u").unwrap(), 8);
+        let from = RemotePath::parse("docs/报告 2026.pdf").unwrap();
+        let to = RemotePath::parse("r.pdf").unwrap();
+        s.rename("u", &from, &to, false).unwrap();
+        assert!(matches!(
+            s.remove("u", &RemotePath::parse("docs").unwrap(), false),
+            Ok(())
+        ));
+        s.remove("u", &to, false).unwrap();
+        assert_eq!(s.used("u").unwrap(), 0);
+        assert!(s.list("u", &RemotePath::root(), false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn checksum_mismatch_publishes_nothing() {
+        let (_d, s) = store(Settings::default());
+        let p = RemotePath::parse("f").unwrap();
+        let mut up = s.begin_upload("u", &p, 3, 1, false, true).unwrap();
+        let (file, hasher) = up.writer();
+        let mut file = file.unwrap();
+        file.write_all(b"abc").unwrap();
+        hasher.update(b"abc");
+        up.wrote(3);
+        let wrong = blake3::hash(b"abd").to_hex().to_string();
+        assert!(matches!(
+            up.finish(file, &wrong),
+            Err(StoreError::ChecksumMismatch)
+        ));
+        assert!(s.list("u", &RemotePath::root(), false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn quota_and_size_limits() {
+        let (_d, s) = store(Settings {
+            quota: Some(10),
+            max_file_size: Some(8),
+            ..Settings::default()
+        });
+        put(&s, "a", b"12345678", false).unwrap();
+        assert!(matches!(
+            put(&s, "b", b"123", false),
+            Err(StoreError::QuotaExceeded { .. })
+        ));
+        assert!(matches!(
+            put(&s, "c", b"123456789", false),
+            Err(StoreError::TooLarge { .. })
+        ));
+        // Replacing a file counts only the difference.
+        put(&s, "a", b"1234567", true).unwrap();
+    }
+
+    #[test]
+    fn an_interrupted_upload_resumes() {
+        let (_d, s) = store(Settings::default());
+        let p = RemotePath::parse("big").unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        {
+            let mut up = s
+                .begin_upload("u", &p, data.len() as u64, 7, false, true)
+                .unwrap();
+            let (file, _) = up.writer();
+            file.unwrap().write_all(&data[..40_000]).unwrap();
+            // Dropped: the connection died.
+        }
+        let mut up = s
+            .begin_upload("u", &p, data.len() as u64, 7, false, true)
+            .unwrap();
+        assert_eq!(up.offset(), 40_000);
+        let (file, hasher) = up.writer();
+        let mut file = file.unwrap();
+        file.write_all(&data[40_000..]).unwrap();
+        hasher.update(&data[40_000..]);
+        up.wrote(60_000);
+        let published = up.finish(file, &blake3::hash(&data).to_hex()).unwrap();
+        assert_eq!(published.length, 100_000);
+        // Another source version (mtime) starts over.
+        let up = s
+            .begin_upload("u", &RemotePath::parse("big2").unwrap(), 10, 8, false, true)
+            .unwrap();
+        assert_eq!(up.offset(), 0);
+    }
+
+    #[test]
+    fn the_same_upload_twice_at_once_is_busy() {
+        let (_d, s) = store(Settings::default());
+        let p = RemotePath::parse("f").unwrap();
+        let _first = s.begin_upload("u", &p, 5, 1, false, true).unwrap();
+        assert!(matches!(
+            s.begin_upload("u", &p, 5, 1, false, true),
+            Err(StoreError::Busy(_))
+        ));
+    }
+
+    #[test]
+    fn symlink_planted_in_space_cannot_leak() {
+        let (d, s) = store(Settings::default());
+        s.space("u").unwrap();
+        std::os::unix::fs::symlink("/etc", d.path().join("files/u/etc")).unwrap();
+        let p = RemotePath::parse("etc/passwd").unwrap();
+        assert!(matches!(s.open_read("u", &p), Err(StoreError::Escape(_))));
+        assert!(matches!(
+            s.list("u", &RemotePath::parse("etc").unwrap(), false),
+            Err(StoreError::Escape(_)) | Ok(_)
+        ));
+        let r = put(&s, "etc/x", b"x", false);
+        assert!(matches!(r, Err(StoreError::Escape(_))), "{r:?}");
+    }
+
+    #[test]
+    fn stale_partials_are_swept() {
+        let (_d, s) = store(Settings {
+            partial_ttl: Duration::ZERO,
+            ..Settings::default()
+        });
+        {
+            let mut up = s
+                .begin_upload("u", &RemotePath::parse("f").unwrap(), 10, 1, false, true)
+                .unwrap();
+            let (f, _) = up.writer();
+            f.unwrap().write_all(b"12345").unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(s.sweep_partials().unwrap(), 1);
+    }
+}
