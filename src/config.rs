@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{echo, framed, proto, server};
+use crate::{accounts, echo, framed, proto, server, store};
 
 /// Errors loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,10 @@ pub struct Config {
     pub echo: EchoConfig,
     /// The framed-protocol port.
     pub framed: FramedConfig,
+    /// Accounts and sessions.
+    pub accounts: AccountsConfig,
+    /// The file store.
+    pub files: FilesConfig,
 }
 
 impl Default for Config {
@@ -47,6 +51,76 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             echo: EchoConfig::default(),
             framed: FramedConfig::default(),
+            accounts: AccountsConfig::default(),
+            files: FilesConfig::default(),
+        }
+    }
+}
+
+/// `[accounts]`: users and sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsConfig {
+    /// Whether anyone who can connect may register.
+    pub allow_register: bool,
+    /// How long a login stays valid.
+    #[serde(with = "human_duration")]
+    pub session_ttl: Duration,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        let d = accounts::Settings::default();
+        AccountsConfig {
+            allow_register: d.allow_register,
+            session_ttl: d.session_ttl,
+        }
+    }
+}
+
+impl AccountsConfig {
+    /// The accounts store's settings.
+    pub fn to_settings(&self) -> accounts::Settings {
+        accounts::Settings {
+            allow_register: self.allow_register,
+            session_ttl: self.session_ttl,
+        }
+    }
+}
+
+/// `[files]`: the file store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Run the file service.
+    pub enabled: bool,
+    /// Bytes each user may store; 0 is unlimited.
+    pub quota: u64,
+    /// Largest single file in bytes; 0 is unlimited.
+    pub max_file_size: u64,
+    /// Abandoned partial uploads older than this are removed.
+    #[serde(with = "human_duration")]
+    pub partial_ttl: Duration,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            enabled: true,
+            quota: 0,
+            max_file_size: 0,
+            partial_ttl: store::DEFAULT_PARTIAL_TTL,
+        }
+    }
+}
+
+impl FilesConfig {
+    /// The store's settings.
+    pub fn to_settings(&self) -> store::Settings {
+        store::Settings {
+            quota: (self.quota > 0).then_some(self.quota),
+            max_file_size: (self.max_file_size > 0).then_some(self.max_file_size),
+            partial_ttl: self.partial_ttl,
         }
     }
 }

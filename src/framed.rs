@@ -13,8 +13,11 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
+use crate::accounts::{AccountError, Accounts, User};
+use crate::files;
 use crate::proto::{self, Connection, ErrorCode, Frame, ProtoError};
 use crate::server::{ConnCtx, Handler};
+use crate::store::{PathError, Store, StoreError};
 
 /// Default address of the framed port.
 pub const DEFAULT_FRAMED_ADDR: &str = "127.0.0.1:7070";
@@ -47,12 +50,80 @@ impl Default for Settings {
 
 /// The services offered on the framed port, as announced in the hello reply.
 #[derive(Debug, Clone, Default)]
-pub struct Services {}
+pub struct Services {
+    /// Accounts (register, login, auth); `None` runs without accounts.
+    pub accounts: Option<Accounts>,
+    /// The file store; needs `accounts`.
+    pub store: Option<Store>,
+}
 
 impl Services {
     /// Names announced to clients.
     pub fn names(&self) -> Vec<&'static str> {
-        vec!["ping"]
+        let mut names = vec!["ping"];
+        if self.accounts.is_some() {
+            names.push("accounts");
+        }
+        if self.accounts.is_some() && self.store.is_some() {
+            names.push("files");
+        }
+        names
+    }
+}
+
+/// Why a request handler stopped: a refusal the client hears about (the
+/// session goes on), or a protocol or I/O failure (the session ends).
+#[derive(Debug)]
+pub enum HandlerError {
+    /// Answer the request with this error code and message.
+    Refused { code: &'static str, message: String },
+    /// The peer broke a service's message sequence: answer with this
+    /// error, then close (the stream is no longer in a known state).
+    Fatal { code: ErrorCode, message: String },
+    /// The connection failed or the peer broke the protocol.
+    Proto(ProtoError),
+}
+
+impl HandlerError {
+    /// A refusal with a documented code.
+    pub fn refuse(code: &'static str, message: impl Into<String>) -> HandlerError {
+        HandlerError::Refused {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ProtoError> for HandlerError {
+    fn from(e: ProtoError) -> Self {
+        HandlerError::Proto(e)
+    }
+}
+
+impl From<StoreError> for HandlerError {
+    fn from(e: StoreError) -> Self {
+        HandlerError::refuse(e.code(), e.to_string())
+    }
+}
+
+impl From<PathError> for HandlerError {
+    fn from(e: PathError) -> Self {
+        HandlerError::refuse("bad_path", e.to_string())
+    }
+}
+
+impl From<AccountError> for HandlerError {
+    fn from(e: AccountError) -> Self {
+        let code = match &e {
+            AccountError::BadCredentials => "bad_credentials",
+            AccountError::Unauthorized => "unauthorized",
+            AccountError::Exists(_) => "exists",
+            AccountError::NotFound(_) => "not_found",
+            AccountError::BadName(_) | AccountError::BadPassword(_) => "bad_request",
+            AccountError::RegistrationClosed => "registration_closed",
+            AccountError::Db(_) | AccountError::Internal(_) => "internal",
+        };
+        HandlerError::refuse(code, e.to_string())
     }
 }
 
@@ -73,6 +144,7 @@ impl Handler for FramedHandler {
             ctx,
             settings: &self.settings,
             services: &self.services,
+            login: None,
         };
         session.run().await;
     }
@@ -106,6 +178,8 @@ struct Session<'a> {
     ctx: ConnCtx,
     settings: &'a Settings,
     services: &'a Services,
+    /// The user this connection authenticated as, and the token used.
+    login: Option<(User, String)>,
 }
 
 impl Session<'_> {
@@ -227,15 +301,123 @@ impl Session<'_> {
 
     /// Routes one message to its handler. New services add arms here.
     async fn dispatch(&mut self, frame: Frame) -> Result<(), End> {
-        match frame.kind() {
-            "hello" => self.hello(&frame).await.map(drop),
-            "ping" => self.ping(&frame).await,
+        let result = match frame.kind() {
+            "hello" => return self.hello(&frame).await.map(drop),
+            "ping" => return self.ping(&frame).await,
+            "register" | "login" | "auth" | "logout" | "whoami"
+                if self.services.accounts.is_some() =>
+            {
+                self.account(&frame).await
+            }
+            kind if files::MESSAGES.contains(&kind) && self.services.store.is_some() => {
+                self.files(&frame).await
+            }
             other => {
                 debug!(peer = %self.ctx.peer, kind = other, "unknown message type");
                 let message = format!("unknown message type {other:?}");
-                self.refuse(&frame, ErrorCode::UnknownType, message).await
+                return self.refuse(&frame, ErrorCode::UnknownType, message).await;
             }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(HandlerError::Refused { code, message }) => {
+                debug!(peer = %self.ctx.peer, kind = frame.kind(), code, "request refused: {message}");
+                if let Err(e) = self.conn.discard_body().await {
+                    return Err(self.read_failed(e));
+                }
+                let reply = Frame::new("error")
+                    .with("code", code)
+                    .with("message", message)
+                    .reply_to(&frame);
+                self.send(&reply).await
+            }
+            Err(HandlerError::Fatal { code, message }) => {
+                warn!(peer = %self.ctx.peer, %code, "closing connection: {message}");
+                Err(End::Say(code, message))
+            }
+            Err(HandlerError::Proto(e)) if e.code().is_some() => Err(self.read_failed(e)),
+            Err(HandlerError::Proto(e)) => Err(self.write_failed(e)),
         }
+    }
+
+    /// Account messages: register, login, auth, logout, whoami.
+    async fn account(&mut self, frame: &Frame) -> Result<(), HandlerError> {
+        let Some(accounts) = self.services.accounts.clone() else {
+            return Err(HandlerError::refuse(
+                "unknown_type",
+                "accounts are not enabled",
+            ));
+        };
+        let field = |key: &str| -> Result<String, HandlerError> {
+            frame.str(key).map(String::from).ok_or_else(|| {
+                HandlerError::refuse(
+                    "bad_request",
+                    format!("{} needs a string \"{key}\"", frame.kind()),
+                )
+            })
+        };
+        let reply = match frame.kind() {
+            "register" => {
+                let (name, password) = (field("user")?, field("password")?);
+                let user = accounts.run(move |a| a.register(&name, &password)).await?;
+                tracing::info!(peer = %self.ctx.peer, user = %user.name, "user registered");
+                Frame::new("registered").with("user", user.name)
+            }
+            "login" => {
+                let (name, password) = (field("user")?, field("password")?);
+                let ip = Some(self.ctx.peer.ip());
+                let check = name.clone();
+                let delay = accounts.run(move |a| a.throttle(&check, ip)).await?;
+                if !delay.is_zero() {
+                    debug!(peer = %self.ctx.peer, ?delay, "login throttled");
+                    tokio::time::sleep(delay).await;
+                }
+                let result = accounts.run(move |a| a.login(&name, &password, ip)).await;
+                let session = match result {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::info!(peer = %self.ctx.peer, "login failed");
+                        return Err(e.into());
+                    }
+                };
+                let reply = Frame::new("logged_in")
+                    .with("user", session.user.name.clone())
+                    .with("token", session.token.clone())
+                    .with("expires_at", session.expires_at);
+                self.login = Some((session.user, session.token));
+                reply
+            }
+            "auth" => {
+                let token = field("token")?;
+                let check = token.clone();
+                let user = accounts.run(move |a| a.authenticate(&check)).await?;
+                let reply = Frame::new("authed").with("user", user.name.clone());
+                self.login = Some((user, token));
+                reply
+            }
+            "logout" => {
+                let Some((_, token)) = self.login.take() else {
+                    return Err(AccountError::Unauthorized.into());
+                };
+                accounts.run(move |a| a.logout(&token)).await?;
+                Frame::new("logged_out")
+            }
+            _ => match &self.login {
+                Some((user, _)) => Frame::new("whoami").with("user", user.name.clone()),
+                None => return Err(AccountError::Unauthorized.into()),
+            },
+        };
+        self.conn.write_frame(&reply.reply_to(frame)).await?;
+        Ok(())
+    }
+
+    /// File messages, for the logged-in user.
+    async fn files(&mut self, frame: &Frame) -> Result<(), HandlerError> {
+        let (Some(store), Some((user, _))) = (&self.services.store, &self.login) else {
+            return Err(AccountError::Unauthorized.into());
+        };
+        let (store, user) = (store.clone(), user.clone());
+        files::server::handle(&mut self.conn, frame, &store, &user, self.ctx.idle_timeout).await
     }
 
     /// `ping` → `pong`, streaming any body straight back.

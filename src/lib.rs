@@ -19,7 +19,9 @@
 pub mod accounts;
 pub mod bench;
 pub mod config;
+pub mod credentials;
 pub mod echo;
+pub mod files;
 pub mod framed;
 pub mod netcat;
 pub mod proto;

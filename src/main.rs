@@ -11,9 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use sockit::accounts::{self, Accounts};
 use sockit::bench::{self, BenchMode};
 use sockit::config::Config;
 use sockit::echo::{self, Mode};
+use sockit::files::commands;
 use sockit::{netcat, serve, server};
 
 /// sockit: echo servers, a netcat-style client, a framed protocol and a load
@@ -40,6 +42,178 @@ enum Command {
     /// Load-test a server and report rate and latency.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Create an account on a server.
+    Register(AccountArgs),
+    /// Log in and save the session for later commands.
+    Login(AccountArgs),
+    /// Revoke the saved session and forget it.
+    Logout(ServerArg),
+    /// Upload a file (a folder with -r), verified, resumable.
+    Put(PutArgs),
+    /// Download a file (a folder with -r), verified, resumable.
+    Get(GetArgs),
+    /// List a remote folder.
+    Ls(LsArgs),
+    /// Remove a remote file (a folder with -r).
+    Rm(RmArgs),
+    /// Move or rename a remote file or folder.
+    Mv(MvArgs),
+    /// Create a remote folder.
+    Mkdir(MkdirArgs),
+    /// Local administration against a data directory (no server needed).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Args)]
+struct ServerArg {
+    /// Server HOST:PORT [default: $SOCKIT_SERVER, else the last server logged into, else 127.0.0.1:7070]
+    #[arg(long, short = 'S', value_name = "HOST:PORT")]
+    server: Option<String>,
+}
+
+#[derive(Args)]
+struct AccountArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Account name (1 to 32 of A-Z a-z 0-9 _ . -) [default: the saved one, else asked]
+    #[arg(long, short)]
+    user: Option<String>,
+    /// Read the password from the first line of stdin (else $SOCKIT_PASSWORD, else a hidden prompt)
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Args)]
+struct TransferArgs {
+    /// Copy a folder with everything in it
+    #[arg(long, short)]
+    recursive: bool,
+    /// Replace an existing target
+    #[arg(long, short)]
+    force: bool,
+    /// Start over instead of resuming an interrupted transfer
+    #[arg(long)]
+    no_resume: bool,
+    /// No progress bar
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl TransferArgs {
+    fn options(&self) -> commands::TransferOptions {
+        commands::TransferOptions {
+            recursive: self.recursive,
+            force: self.force,
+            no_resume: self.no_resume,
+            quiet: self.quiet,
+        }
+    }
+}
+
+#[derive(Args)]
+struct PutArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Local file or folder
+    local: PathBuf,
+    /// Remote path; a trailing / or an existing remote folder puts LOCAL inside it [default: LOCAL's name]
+    remote: Option<String>,
+    #[command(flatten)]
+    transfer: TransferArgs,
+}
+
+#[derive(Args)]
+struct GetArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Remote file or folder
+    remote: String,
+    /// Local path; an existing folder gets REMOTE inside it [default: REMOTE's name, here]
+    local: Option<PathBuf>,
+    #[command(flatten)]
+    transfer: TransferArgs,
+}
+
+#[derive(Args)]
+struct LsArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Remote folder [default: the top of your space]
+    #[arg(default_value = "")]
+    path: String,
+    /// Kind, size and modification time
+    #[arg(long, short)]
+    long: bool,
+    /// Everything beneath, as paths
+    #[arg(long, short = 'R')]
+    recursive: bool,
+    /// A JSON array (name, kind, size, mtime_ns)
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RmArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Remote path
+    path: String,
+    /// Remove a folder and everything in it
+    #[arg(long, short)]
+    recursive: bool,
+}
+
+#[derive(Args)]
+struct MvArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Remote path to move
+    from: String,
+    /// New remote path, or an existing folder to move into
+    to: String,
+    /// Replace an existing file at TO
+    #[arg(long, short)]
+    force: bool,
+}
+
+#[derive(Args)]
+struct MkdirArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Remote folder to create
+    path: String,
+    /// Create missing parents too, and do not mind if it exists
+    #[arg(long, short)]
+    parents: bool,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Add a user (works even when registration is closed).
+    AddUser(AdminUserArgs),
+    /// Set a user's password (their sessions are revoked).
+    Passwd(AdminUserArgs),
+    /// List the users.
+    Users(AdminDataArgs),
+}
+
+#[derive(Args)]
+struct AdminDataArgs {
+    /// The server's data directory
+    #[arg(long, default_value = "sockit-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct AdminUserArgs {
+    /// Account name
+    name: String,
+    #[command(flatten)]
+    data: AdminDataArgs,
+    /// Read the password from the first line of stdin (else $SOCKIT_PASSWORD, else a hidden prompt)
+    #[arg(long)]
+    password_stdin: bool,
 }
 
 #[derive(Args)]
@@ -263,6 +437,61 @@ fn run(command: Command) -> Result<()> {
             })?;
             Ok(())
         }
+        Command::Register(a) => client(commands::register(
+            a.server.server.as_deref(),
+            a.user.as_deref(),
+            commands::PasswordInput {
+                from_stdin: a.password_stdin,
+                confirm: true,
+            },
+        )),
+        Command::Login(a) => client(commands::login(
+            a.server.server.as_deref(),
+            a.user.as_deref(),
+            commands::PasswordInput {
+                from_stdin: a.password_stdin,
+                confirm: false,
+            },
+        )),
+        Command::Logout(a) => client(commands::logout(a.server.as_deref())),
+        Command::Put(a) => client(commands::put(
+            a.server.server.as_deref(),
+            &a.local,
+            a.remote.as_deref(),
+            a.transfer.options(),
+        )),
+        Command::Get(a) => client(commands::get(
+            a.server.server.as_deref(),
+            &a.remote,
+            a.local.as_deref(),
+            a.transfer.options(),
+        )),
+        Command::Ls(a) => client(commands::ls(
+            a.server.server.as_deref(),
+            &a.path,
+            commands::ListOptions {
+                long: a.long,
+                json: a.json,
+                recursive: a.recursive,
+            },
+        )),
+        Command::Rm(a) => client(commands::rm(
+            a.server.server.as_deref(),
+            &a.path,
+            a.recursive,
+        )),
+        Command::Mv(a) => client(commands::mv(
+            a.server.server.as_deref(),
+            &a.from,
+            &a.to,
+            a.force,
+        )),
+        Command::Mkdir(a) => client(commands::mkdir(
+            a.server.server.as_deref(),
+            &a.path,
+            a.parents,
+        )),
+        Command::Admin(cmd) => admin(cmd),
         Command::Bench(BenchCommand::Echo(args)) => {
             let size = args.size.unwrap_or(match args.mode {
                 BenchMode::Bulk => 128 * 1024,
@@ -289,6 +518,56 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs a client command on a small runtime.
+fn client<F: std::future::Future<Output = Result<(), sockit::files::client::ClientError>>>(
+    f: F,
+) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(f)?;
+    Ok(())
+}
+
+fn admin(cmd: AdminCommand) -> Result<()> {
+    let open = |data: &AdminDataArgs| {
+        Accounts::open(&data.data_dir, accounts::Settings::default())
+            .with_context(|| format!("opening the accounts in {}", data.data_dir.display()))
+    };
+    match cmd {
+        AdminCommand::AddUser(a) => {
+            let store = open(&a.data)?;
+            let pw = commands::read_password(commands::PasswordInput {
+                from_stdin: a.password_stdin,
+                confirm: true,
+            })?;
+            let user = store.add_user(&a.name, &pw)?;
+            eprintln!("added user {}", user.name);
+        }
+        AdminCommand::Passwd(a) => {
+            let store = open(&a.data)?;
+            let pw = commands::read_password(commands::PasswordInput {
+                from_stdin: a.password_stdin,
+                confirm: true,
+            })?;
+            store.set_password(&a.name, &pw)?;
+            eprintln!(
+                "password changed for {}; their sessions were revoked",
+                a.name
+            );
+        }
+        AdminCommand::Users(d) => {
+            for u in open(&d)?.users()? {
+                let perms: Vec<_> = u.permissions.into_iter().collect();
+                println!("{}\t{}", u.name, perms.join(","));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn secs(s: Option<f64>) -> Result<Option<Duration>> {

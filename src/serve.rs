@@ -11,8 +11,14 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::time::Duration;
+
+use tracing::warn;
+
+use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::framed::{FramedHandler, Services};
+use crate::store::Store;
 use crate::{echo, server};
 
 /// Errors starting the services.
@@ -24,6 +30,12 @@ pub enum ServeError {
         service: &'static str,
         source: std::io::Error,
     },
+    /// The accounts database could not be opened.
+    #[error("cannot open the accounts database: {0}")]
+    Accounts(#[from] crate::accounts::AccountError),
+    /// The file store could not be opened.
+    #[error("cannot open the file store: {0}")]
+    Store(std::io::Error),
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -39,6 +51,7 @@ pub struct Bound {
     echo_tcp: Option<TcpListener>,
     echo_udp: Option<UdpSocket>,
     framed: Option<TcpListener>,
+    services: Services,
 }
 
 fn bind_err(service: &'static str) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -51,11 +64,29 @@ pub async fn bind(config: Config) -> Result<Bound, ServeError> {
         path: config.data_dir.clone(),
         source,
     })?;
+    let services = if config.framed.enabled {
+        let accounts = Accounts::open(&config.data_dir, config.accounts.to_settings())?;
+        let store = if config.files.enabled {
+            Some(
+                Store::open(&config.data_dir, config.files.to_settings())
+                    .map_err(ServeError::Store)?,
+            )
+        } else {
+            None
+        };
+        Services {
+            accounts: Some(accounts),
+            store,
+        }
+    } else {
+        Services::default()
+    };
     let mut bound = Bound {
         echo_tcp: None,
         echo_udp: None,
         framed: None,
         config,
+        services,
     };
     let c = &bound.config;
     if c.echo.enabled && c.echo.tcp {
@@ -112,10 +143,11 @@ impl Bound {
                 shutdown.clone(),
             ));
         }
+        tasks.spawn(sweep(self.services.clone(), shutdown.clone()));
         if let Some(listener) = self.framed {
             let handler = FramedHandler {
                 settings: self.config.framed.to_settings(),
-                services: Services::default(),
+                services: self.services,
             };
             tasks.spawn(server::serve(
                 "framed",
@@ -127,5 +159,28 @@ impl Bound {
         }
         tasks.close();
         tasks.wait().await;
+    }
+}
+
+/// How often expired sessions and abandoned partial uploads are removed.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Removes expired sessions and stale partial uploads at start and hourly.
+async fn sweep(services: Services, shutdown: CancellationToken) {
+    loop {
+        if let Some(store) = services.store.clone() {
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.sweep_partials()).await {
+                warn!("sweeping partial uploads failed: {e}");
+            }
+        }
+        if let Some(accounts) = &services.accounts {
+            if let Err(e) = accounts.run(|a| a.sweep()).await {
+                warn!("sweeping sessions failed: {e}");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
     }
 }

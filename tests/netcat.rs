@@ -339,6 +339,10 @@ fn sigterm_stops_serve_with_exit_0() {
     );
     let (server, addr, _log) = start_server("", &args);
     let mut client = TcpStream::connect(&addr).unwrap();
+    // One round trip: the connection is being served, not just queued.
+    client.write_all(b"x").unwrap();
+    let mut one = [0u8; 1];
+    client.read_exact(&mut one).unwrap();
     let status = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()

@@ -14,7 +14,7 @@
 pub mod path;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read};
+use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -271,6 +271,22 @@ impl Store {
         Ok(out)
     }
 
+    /// Describes one path (the root included) without following a final symlink.
+    pub fn stat(&self, user_key: &str, path: &RemotePath) -> Result<Entry, StoreError> {
+        let r = self.resolve(user_key, path)?;
+        let meta = r
+            .dir
+            .symlink_metadata(r.name_or_dot())
+            .map_err(|e| StoreError::from_io(e, path))?;
+        let kind = kind_of(meta.file_type());
+        Ok(Entry {
+            name: path.name().unwrap_or(".").to_string(),
+            kind,
+            size: if kind == Kind::File { meta.len() } else { 0 },
+            mtime_ns: mtime_ns(&meta),
+        })
+    }
+
     /// Creates a folder (and its parents with `parents`).
     pub fn mkdir(
         &self,
@@ -415,7 +431,7 @@ impl Store {
         user_key: &str,
         path: &RemotePath,
         length: u64,
-        source_mtime_ns: i64,
+        source: &Source,
         force: bool,
         resume: bool,
     ) -> Result<Upload, StoreError> {
@@ -440,13 +456,27 @@ impl Store {
         }
         let target = resolve(&space, path).map_err(|e| StoreError::from_io(e, path))?;
         let replaced = match target.dir.symlink_metadata(target.name_or_dot()) {
+            // A symlink at the target is replaced, never written through; one
+            // that leads outside the space is refused outright.
+            Ok(m) if m.file_type().is_symlink() => {
+                match target.dir.metadata(target.name_or_dot()) {
+                    Err(e)
+                        if e.kind() == io::ErrorKind::PermissionDenied
+                            || e.raw_os_error() == Some(libc::ELOOP) =>
+                    {
+                        return Err(StoreError::Escape(path.to_string()))
+                    }
+                    _ if !force => return Err(StoreError::Exists(path.to_string())),
+                    _ => 0,
+                }
+            }
             Ok(m) if m.is_dir() => return Err(StoreError::IsADirectory(path.to_string())),
             Ok(_) if !force => return Err(StoreError::Exists(path.to_string())),
             Ok(m) => m.len(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
             Err(e) => return Err(StoreError::from_io(e, path)),
         };
-        let key = partial_key(path, length, source_mtime_ns);
+        let key = partial_key(path, length, source);
         let active_key = (user_key.to_string(), key.clone());
         if !lock(&self.inner.active).insert(active_key.clone()) {
             return Err(StoreError::Busy(path.to_string()));
@@ -483,31 +513,26 @@ impl Store {
         let partial_dir = space.open_dir(path::RESERVED).map_err(io)?;
         let mut opts = OpenOptions::new();
         opts.read(true).write(true).create(true);
-        let mut file = partial_dir.open_with(&key, &opts).map_err(io)?;
+        let file = partial_dir.open_with(&key, &opts).map_err(io)?;
         let mut offset = file.metadata().map_err(io)?.len();
         if !resume || offset > length {
             file.set_len(0).map_err(io)?;
             offset = 0;
         }
         // The hash covers the whole file: re-read what is already there.
-        let mut hasher = blake3::Hasher::new();
-        if offset > 0 {
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut left = offset;
-            while left > 0 {
-                let want = left.min(buf.len() as u64) as usize;
-                let n = file.read(&mut buf[..want]).map_err(io)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                left -= n as u64;
+        let mut std_file = file.into_std();
+        let hasher = match crate::files::pipe::hash_prefix(&mut std_file, offset) {
+            Ok(h) => h,
+            Err(_) => {
+                // Unreadable partial: start over.
+                std_file.set_len(0).map_err(io)?;
+                offset = 0;
+                blake3::Hasher::new()
             }
-            offset -= left;
-            file.set_len(offset).map_err(io)?;
+        };
+        if offset > 0 {
             debug!(user = user_key, %path, offset, "resuming upload");
         }
-        let mut std_file = file.into_std();
         io::Seek::seek(&mut std_file, io::SeekFrom::Start(offset)).map_err(io)?;
         Ok(Upload {
             path: path.clone(),
@@ -518,9 +543,8 @@ impl Store {
             target,
             partial_dir,
             partial_name: key,
-            file: Some(std_file),
-            hasher,
-            written: offset,
+            mtime_ns: source.mtime_ns,
+            file: Some((std_file, hasher)),
             guard,
         })
     }
@@ -559,13 +583,27 @@ impl Store {
     }
 }
 
+/// What identifies the sender's version of a file being uploaded: a partial
+/// upload is resumed only for the same target, length and source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Source {
+    /// The source file's modification time (ns since the epoch); also given
+    /// to the published file. 0 when unknown.
+    pub mtime_ns: i64,
+    /// An opaque identity the client chose for its local file (sockit sends
+    /// a hash of device, inode and path), so two different local files of
+    /// the same length and mtime never share a partial upload.
+    pub id: String,
+}
+
 /// Name of the partial file for one source version of one target.
-fn partial_key(path: &RemotePath, length: u64, mtime_ns: i64) -> String {
+fn partial_key(path: &RemotePath, length: u64, source: &Source) -> String {
     let mut h = blake3::Hasher::new();
     h.update(path.to_string().as_bytes());
     h.update(&[0]);
     h.update(&length.to_le_bytes());
-    h.update(&mtime_ns.to_le_bytes());
+    h.update(&source.mtime_ns.to_le_bytes());
+    h.update(source.id.as_bytes());
     h.finalize().to_hex()[..32].to_string()
 }
 
@@ -653,9 +691,11 @@ pub struct Upload {
     target: Resolved,
     partial_dir: Dir,
     partial_name: String,
-    file: Option<std::fs::File>,
-    hasher: blake3::Hasher,
-    written: u64,
+    /// Given to the published file (0: leave the time of writing).
+    mtime_ns: i64,
+    /// The partial file, positioned at `offset`, and the hash of its
+    /// first `offset` bytes; taken by the writer.
+    file: Option<(std::fs::File, blake3::Hasher)>,
     guard: UploadGuard,
 }
 
@@ -683,41 +723,46 @@ impl Upload {
 
     /// Bytes still expected.
     pub fn remaining(&self) -> u64 {
-        self.length - self.written
+        self.length - self.offset
     }
 
-    /// Takes the partial file for writing (async callers wrap it), and the
-    /// hasher that must see every byte written.
-    pub fn writer(&mut self) -> (Option<std::fs::File>, &mut blake3::Hasher) {
-        (self.file.take(), &mut self.hasher)
-    }
-
-    /// Records `n` bytes written to the partial file.
-    pub fn wrote(&mut self, n: u64) {
-        self.written += n;
+    /// Takes the partial file (positioned at [`offset`](Self::offset)) and
+    /// the hash of what it already holds; every byte written to the file must
+    /// also go into the hasher.
+    pub fn take_writer(&mut self) -> Option<(std::fs::File, blake3::Hasher)> {
+        self.file.take()
     }
 
     /// Verifies the hash, makes the data durable and publishes the file.
     /// On a mismatch the partial file is deleted and nothing is published.
-    /// `file` is the partial file handed out by [`writer`](Self::writer).
+    /// `file` and `hasher` are what [`take_writer`](Self::take_writer) gave,
+    /// after `written` more bytes went through both.
     pub fn finish(
         mut self,
         file: std::fs::File,
+        hasher: blake3::Hasher,
+        written: u64,
         expected_hex: &str,
     ) -> Result<Published, StoreError> {
         let io = |e: io::Error| StoreError::Io(format!("publishing: {e}"));
-        if self.written != self.length {
+        if self.offset + written != self.length {
             return Err(StoreError::Io(format!(
                 "upload ended after {} of {} bytes",
-                self.written, self.length
+                self.offset + written,
+                self.length
             )));
         }
-        let actual = self.hasher.finalize().to_hex().to_string();
+        let actual = hasher.finalize().to_hex().to_string();
         if !actual.eq_ignore_ascii_case(expected_hex.trim()) {
             drop(file);
             let _ = self.partial_dir.remove_file(&self.partial_name);
             warn!(path = %self.path, "checksum mismatch; partial upload discarded");
             return Err(StoreError::ChecksumMismatch);
+        }
+        if self.mtime_ns > 0 {
+            // Keep the source's modification time, as scp -p and rsync -t do.
+            let when = UNIX_EPOCH + Duration::from_nanos(self.mtime_ns as u64);
+            file.set_modified(when).map_err(io)?;
         }
         file.sync_all().map_err(io)?;
         drop(file);
@@ -755,6 +800,13 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    fn src(mtime_ns: i64) -> Source {
+        Source {
+            mtime_ns,
+            id: "test".into(),
+        }
+    }
+
     fn store(settings: Settings) -> (tempfile::TempDir, Store) {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path(), settings).unwrap();
@@ -763,14 +815,12 @@ mod tests {
 
     fn put(s: &Store, path: &str, data: &[u8], force: bool) -> Result<Published, StoreError> {
         let p = RemotePath::parse(path).unwrap();
-        let mut up = s.begin_upload("u", &p, data.len() as u64, 1, force, true)?;
-        let (file, hasher) = up.writer();
-        let mut file = file.unwrap();
+        let mut up = s.begin_upload("u", &p, data.len() as u64, &src(1), force, true)?;
+        let (mut file, mut hasher) = up.take_writer().unwrap();
         file.write_all(data).unwrap();
         hasher.update(data);
-        up.wrote(data.len() as u64);
         let hash = blake3::hash(data).to_hex().to_string();
-        up.finish(file, &hash)
+        up.finish(file, hasher, data.len() as u64, &hash)
     }
 
     #[test]
@@ -803,15 +853,13 @@ mod tests {
     fn checksum_mismatch_publishes_nothing() {
         let (_d, s) = store(Settings::default());
         let p = RemotePath::parse("f").unwrap();
-        let mut up = s.begin_upload("u", &p, 3, 1, false, true).unwrap();
-        let (file, hasher) = up.writer();
-        let mut file = file.unwrap();
+        let mut up = s.begin_upload("u", &p, 3, &src(1), false, true).unwrap();
+        let (mut file, mut hasher) = up.take_writer().unwrap();
         file.write_all(b"abc").unwrap();
         hasher.update(b"abc");
-        up.wrote(3);
         let wrong = blake3::hash(b"abd").to_hex().to_string();
         assert!(matches!(
-            up.finish(file, &wrong),
+            up.finish(file, hasher, 3, &wrong),
             Err(StoreError::ChecksumMismatch)
         ));
         assert!(s.list("u", &RemotePath::root(), false).unwrap().is_empty());
@@ -844,26 +892,33 @@ mod tests {
         let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
         {
             let mut up = s
-                .begin_upload("u", &p, data.len() as u64, 7, false, true)
+                .begin_upload("u", &p, data.len() as u64, &src(7), false, true)
                 .unwrap();
-            let (file, _) = up.writer();
-            file.unwrap().write_all(&data[..40_000]).unwrap();
+            let (mut file, _) = up.take_writer().unwrap();
+            file.write_all(&data[..40_000]).unwrap();
             // Dropped: the connection died.
         }
         let mut up = s
-            .begin_upload("u", &p, data.len() as u64, 7, false, true)
+            .begin_upload("u", &p, data.len() as u64, &src(7), false, true)
             .unwrap();
         assert_eq!(up.offset(), 40_000);
-        let (file, hasher) = up.writer();
-        let mut file = file.unwrap();
+        let (mut file, mut hasher) = up.take_writer().unwrap();
         file.write_all(&data[40_000..]).unwrap();
         hasher.update(&data[40_000..]);
-        up.wrote(60_000);
-        let published = up.finish(file, &blake3::hash(&data).to_hex()).unwrap();
+        let published = up
+            .finish(file, hasher, 60_000, &blake3::hash(&data).to_hex())
+            .unwrap();
         assert_eq!(published.length, 100_000);
         // Another source version (mtime) starts over.
         let up = s
-            .begin_upload("u", &RemotePath::parse("big2").unwrap(), 10, 8, false, true)
+            .begin_upload(
+                "u",
+                &RemotePath::parse("big2").unwrap(),
+                10,
+                &src(8),
+                false,
+                true,
+            )
             .unwrap();
         assert_eq!(up.offset(), 0);
     }
@@ -872,9 +927,9 @@ mod tests {
     fn the_same_upload_twice_at_once_is_busy() {
         let (_d, s) = store(Settings::default());
         let p = RemotePath::parse("f").unwrap();
-        let _first = s.begin_upload("u", &p, 5, 1, false, true).unwrap();
+        let _first = s.begin_upload("u", &p, 5, &src(1), false, true).unwrap();
         assert!(matches!(
-            s.begin_upload("u", &p, 5, 1, false, true),
+            s.begin_upload("u", &p, 5, &src(1), false, true),
             Err(StoreError::Busy(_))
         ));
     }
@@ -902,10 +957,17 @@ mod tests {
         });
         {
             let mut up = s
-                .begin_upload("u", &RemotePath::parse("f").unwrap(), 10, 1, false, true)
+                .begin_upload(
+                    "u",
+                    &RemotePath::parse("f").unwrap(),
+                    10,
+                    &src(1),
+                    false,
+                    true,
+                )
                 .unwrap();
-            let (f, _) = up.writer();
-            f.unwrap().write_all(b"12345").unwrap();
+            let (mut f, _) = up.take_writer().unwrap();
+            f.write_all(b"12345").unwrap();
         }
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(s.sweep_partials().unwrap(), 1);

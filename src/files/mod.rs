@@ -1,0 +1,120 @@
+//! The file service: accounts and a private file space per user, over the
+//! framed port. [`server`] answers the messages; [`client`] speaks them for
+//! `sockit put`, `get`, `ls`, `rm`, `mv` and `mkdir`. Every message is
+//! documented in `docs/protocol.md`.
+
+pub mod client;
+pub mod commands;
+pub mod server;
+
+/// Message types this service answers (after `auth` or `login`).
+pub const MESSAGES: &[&str] = &["put", "get", "ls", "stat", "rm", "mv", "mkdir"];
+
+/// Files up to this size may be sent inline (header, body and hash in one
+/// message), which lets a client pipeline many small uploads.
+pub const MAX_INLINE: u64 = 1024 * 1024;
+
+/// Bytes read from or written to disk at a time during a transfer.
+pub const TRANSFER_CHUNK: usize = 256 * 1024;
+
+/// Chunks in flight between the disk thread and the socket per transfer.
+const PIPE_DEPTH: usize = 4;
+
+/// Disk side of a transfer, on a blocking thread: disk I/O and hashing run
+/// beside the network I/O instead of taking turns with it, and at most
+/// [`PIPE_DEPTH`] chunks are in flight.
+pub mod pipe {
+    use std::io::{Read, Write};
+
+    use bytes::Bytes;
+    use tokio::sync::mpsc;
+    use tokio::task::JoinHandle;
+
+    use super::{PIPE_DEPTH, TRANSFER_CHUNK};
+
+    /// Reads `len` bytes of `file` from its current position, hashing them
+    /// into `hasher`; the chunks arrive on the receiver. The task returns the
+    /// hasher, or the read error (including the file ending early).
+    pub fn reader(
+        mut file: std::fs::File,
+        len: u64,
+        mut hasher: blake3::Hasher,
+    ) -> (
+        mpsc::Receiver<Bytes>,
+        JoinHandle<std::io::Result<blake3::Hasher>>,
+    ) {
+        let (tx, rx) = mpsc::channel(PIPE_DEPTH);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut left = len;
+            while left > 0 {
+                let mut buf = vec![0u8; left.min(TRANSFER_CHUNK as u64) as usize];
+                let mut filled = 0;
+                while filled < buf.len() {
+                    match file.read(&mut buf[filled..]) {
+                        Ok(0) => {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "the file got shorter while it was being read",
+                            ))
+                        }
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                hasher.update(&buf);
+                left -= buf.len() as u64;
+                if tx.blocking_send(Bytes::from(buf)).is_err() {
+                    // The receiver gave up; its error is what matters.
+                    break;
+                }
+            }
+            Ok(hasher)
+        });
+        (rx, task)
+    }
+
+    /// What a writer ends with: the file (unsynced), the hash of everything
+    /// written through it (after any prefix), and the bytes written.
+    pub type Written = (std::fs::File, blake3::Hasher, u64);
+
+    /// Writes and hashes the chunks sent to it; dropping the sender ends the
+    /// stream. The task returns the file (unsynced) and the hasher.
+    pub fn writer(
+        mut file: std::fs::File,
+        mut hasher: blake3::Hasher,
+    ) -> (mpsc::Sender<Bytes>, JoinHandle<std::io::Result<Written>>) {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(PIPE_DEPTH);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut written = 0u64;
+            while let Some(chunk) = rx.blocking_recv() {
+                hasher.update(&chunk);
+                file.write_all(&chunk)?;
+                written += chunk.len() as u64;
+            }
+            Ok((file, hasher, written))
+        });
+        (tx, task)
+    }
+
+    /// Hashes the first `len` bytes of `file` (the part a resumed transfer
+    /// already has), leaving the position after them.
+    pub fn hash_prefix(file: &mut std::fs::File, len: u64) -> std::io::Result<blake3::Hasher> {
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; TRANSFER_CHUNK];
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = file.read(&mut buf[..want])?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the partial file is shorter than expected",
+                ));
+            }
+            hasher.update(&buf[..n]);
+            left -= n as u64;
+        }
+        Ok(hasher)
+    }
+}

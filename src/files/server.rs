@@ -1,0 +1,357 @@
+//! Server side of the file messages: each request is parsed from its frame,
+//! applied to the store for the logged-in user, and answered.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::net::TcpStream;
+
+use crate::accounts::User;
+use crate::framed::HandlerError;
+use crate::proto::{Connection, ErrorCode, Frame, ProtoError};
+use crate::store::{RemotePath, Source, Store, StoreError};
+
+use super::{pipe, MAX_INLINE};
+
+type Conn = Connection<TcpStream>;
+
+/// Bounds one read or write by the idle timeout.
+async fn timed<T>(
+    limit: Duration,
+    op: impl std::future::Future<Output = Result<T, ProtoError>>,
+) -> Result<T, HandlerError> {
+    Ok(tokio::time::timeout(limit, op)
+        .await
+        .unwrap_or(Err(ProtoError::Timeout))?)
+}
+
+/// Runs blocking store work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, HandlerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| HandlerError::refuse("internal", e.to_string()))?
+        .map_err(HandlerError::from)
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(frame: &Frame) -> Result<T, HandlerError> {
+    frame
+        .decode()
+        .map_err(|e| HandlerError::refuse("bad_request", e.to_string()))
+}
+
+fn path(text: &str) -> Result<RemotePath, HandlerError> {
+    Ok(RemotePath::parse(text)?)
+}
+
+#[derive(Deserialize)]
+struct PutRequest {
+    path: String,
+    length: u64,
+    #[serde(default)]
+    mtime_ns: i64,
+    #[serde(default)]
+    force: bool,
+    #[serde(default = "yes")]
+    resume: bool,
+    /// The client's identity for its local file (resume key).
+    #[serde(default)]
+    source: String,
+    /// Present for the inline form: the body follows this header.
+    blake3: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+struct GetRequest {
+    path: String,
+    #[serde(default)]
+    offset: u64,
+    /// The length and mtime the client saw before: resume only if unchanged.
+    length: Option<u64>,
+    mtime_ns: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct PathRequest {
+    #[serde(default)]
+    path: String,
+    #[serde(default)]
+    recursive: bool,
+    #[serde(default)]
+    parents: bool,
+}
+
+#[derive(Deserialize)]
+struct MoveRequest {
+    from: String,
+    to: String,
+    #[serde(default)]
+    force: bool,
+}
+
+/// Handles one file message.
+pub async fn handle(
+    conn: &mut Conn,
+    req: &Frame,
+    store: &Store,
+    user: &User,
+    idle: Duration,
+) -> Result<(), HandlerError> {
+    let key = user.key();
+    let reply = match req.kind() {
+        "put" => return put(conn, req, store, &key, idle).await,
+        "get" => return get(conn, req, store, &key, idle).await,
+        "ls" => {
+            let r: PathRequest = parse(req)?;
+            let p = path(&r.path)?;
+            let (s, k) = (store.clone(), key.clone());
+            let entries = blocking(move || s.list(&k, &p, r.recursive)).await?;
+            let body = serde_json::to_vec(&entries)
+                .map_err(|e| HandlerError::refuse("internal", e.to_string()))?;
+            let frame = Frame::new("listing")
+                .with("path", r.path)
+                .with("count", entries.len())
+                .reply_to(req);
+            timed(idle, conn.write_message(&frame, &body)).await?;
+            return Ok(());
+        }
+        "stat" => {
+            let r: PathRequest = parse(req)?;
+            let p = path(&r.path)?;
+            let (s, k) = (store.clone(), key.clone());
+            let entry = blocking(move || s.stat(&k, &p)).await?;
+            let entry = serde_json::to_value(entry)
+                .map_err(|e| HandlerError::refuse("internal", e.to_string()))?;
+            Frame::new("stat").with("entry", entry)
+        }
+        "mkdir" => {
+            let r: PathRequest = parse(req)?;
+            let p = path(&r.path)?;
+            let (s, k) = (store.clone(), key.clone());
+            blocking(move || s.mkdir(&k, &p, r.parents)).await?;
+            Frame::new("ok")
+        }
+        "rm" => {
+            let r: PathRequest = parse(req)?;
+            let p = path(&r.path)?;
+            let (s, k) = (store.clone(), key.clone());
+            blocking(move || s.remove(&k, &p, r.recursive)).await?;
+            Frame::new("ok")
+        }
+        "mv" => {
+            let r: MoveRequest = parse(req)?;
+            let (from, to) = (path(&r.from)?, path(&r.to)?);
+            let (s, k) = (store.clone(), key.clone());
+            blocking(move || s.rename(&k, &from, &to, r.force)).await?;
+            Frame::new("ok")
+        }
+        other => {
+            return Err(HandlerError::refuse(
+                "unknown_type",
+                format!("unknown message type {other:?}"),
+            ))
+        }
+    };
+    timed(idle, conn.write_frame(&reply.reply_to(req))).await
+}
+
+/// `put`: negotiate (or take an inline body), receive, verify, publish.
+async fn put(
+    conn: &mut Conn,
+    req: &Frame,
+    store: &Store,
+    key: &str,
+    idle: Duration,
+) -> Result<(), HandlerError> {
+    let r: PutRequest = parse(req)?;
+    let p = path(&r.path)?;
+    let inline = r.blake3.clone();
+    if inline.is_some() && req.body_len() != r.length {
+        return Err(HandlerError::refuse(
+            "bad_request",
+            "an inline put carries exactly `length` body bytes",
+        ));
+    }
+    if inline.is_none() && req.body_len() != 0 {
+        return Err(HandlerError::refuse(
+            "bad_request",
+            "a put without blake3 carries no body; send put_data after put_ready",
+        ));
+    }
+    if inline.is_some() && r.length > MAX_INLINE {
+        return Err(HandlerError::refuse(
+            "bad_request",
+            format!("inline puts are limited to {MAX_INLINE} bytes"),
+        ));
+    }
+    let (s, k, pp) = (store.clone(), key.to_string(), p.clone());
+    let resume = r.resume && inline.is_none();
+    let source = Source {
+        mtime_ns: r.mtime_ns,
+        id: r.source.clone(),
+    };
+    let mut upload =
+        blocking(move || s.begin_upload(&k, &pp, r.length, &source, r.force, resume)).await?;
+    let inline_hash = inline.clone();
+
+    let expected = match inline {
+        Some(hash) => hash,
+        None => {
+            let ready = Frame::new("put_ready")
+                .with("offset", upload.offset())
+                .reply_to(req);
+            timed(idle, conn.write_frame(&ready)).await?;
+            let data = timed(idle, conn.read_frame())
+                .await?
+                .ok_or(ProtoError::Truncated)?;
+            if data.kind() != "put_data" || data.body_len() != upload.remaining() {
+                // The client is out of step with the upload it started; what
+                // follows cannot be interpreted, so the connection ends.
+                return Err(HandlerError::Fatal {
+                    code: ErrorCode::BadRequest,
+                    message: format!(
+                        "expected put_data with {} body bytes after put_ready, got {} with {}",
+                        upload.remaining(),
+                        data.kind(),
+                        data.body_len()
+                    ),
+                });
+            }
+            String::new()
+        }
+    };
+
+    // Receive the body into the partial file; a disk thread hashes and writes.
+    let (file, hasher) = upload
+        .take_writer()
+        .ok_or_else(|| HandlerError::refuse("internal", "upload file already taken"))?;
+    let (tx, disk) = pipe::writer(file, hasher);
+    let mut receive_error = None;
+    loop {
+        match timed(idle, conn.read_body_chunk()).await {
+            Ok(Some(chunk)) => {
+                if tx.send(chunk).await.is_err() {
+                    break; // The disk side failed: its error is reported below.
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                receive_error = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let disk = disk
+        .await
+        .map_err(|e| HandlerError::refuse("internal", e.to_string()))?;
+    if let Some(e) = receive_error {
+        return Err(e);
+    }
+    let (file, hasher, written) = match disk {
+        Ok(done) => done,
+        Err(e) => {
+            // The disk failed (full, say): take the rest of the message,
+            // trailer included, so the client gets exactly one answer.
+            timed(idle, conn.discard_body()).await?;
+            if inline_hash.is_none() {
+                let _ = timed(idle, conn.read_frame()).await?;
+            }
+            return Err(HandlerError::refuse(
+                "internal",
+                format!("storing {p}: {e}"),
+            ));
+        }
+    };
+
+    let expected = if expected.is_empty() {
+        let end = timed(idle, conn.read_frame())
+            .await?
+            .ok_or(ProtoError::Truncated)?;
+        match (end.kind(), end.str("blake3")) {
+            ("put_end", Some(h)) => h.to_string(),
+            _ => {
+                return Err(HandlerError::refuse(
+                    "bad_request",
+                    "expected put_end with the BLAKE3 hash after the data",
+                ))
+            }
+        }
+    } else {
+        expected
+    };
+    let published = blocking(move || upload.finish(file, hasher, written, &expected)).await?;
+    let ok = Frame::new("put_ok")
+        .with("path", published.path)
+        .with("length", published.length)
+        .with("blake3", published.blake3)
+        .reply_to(req);
+    timed(idle, conn.write_frame(&ok)).await
+}
+
+/// `get`: stream a file (from an offset when resuming), then its hash.
+async fn get(
+    conn: &mut Conn,
+    req: &Frame,
+    store: &Store,
+    key: &str,
+    idle: Duration,
+) -> Result<(), HandlerError> {
+    let r: GetRequest = parse(req)?;
+    let p = path(&r.path)?;
+    let (s, k, pp) = (store.clone(), key.to_string(), p.clone());
+    let (file, length, mtime_ns) = blocking(move || s.open_read(&k, &pp)).await?;
+    // Resume only from the same version of the file.
+    let unchanged = r.length == Some(length) && r.mtime_ns == Some(mtime_ns);
+    let offset = if unchanged && r.offset <= length {
+        r.offset
+    } else {
+        0
+    };
+    // The hash covers the whole file: hash the part the client already has,
+    // then a disk thread reads and hashes the rest while we send it.
+    let hasher = {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut file = file;
+        tokio::task::spawn_blocking(move || {
+            let r = pipe::hash_prefix(&mut file, offset).map(|h| (file, h));
+            let _ = tx.send(r);
+        });
+        rx.await
+            .map_err(|e| HandlerError::refuse("internal", e.to_string()))?
+    };
+    let (file, hasher) =
+        hasher.map_err(|e| HandlerError::refuse("internal", format!("reading {p}: {e}")))?;
+    let header = Frame::new("file")
+        .with("path", p.to_string())
+        .with("length", length)
+        .with("mtime_ns", mtime_ns)
+        .with("offset", offset)
+        .with_body_len(length - offset)
+        .reply_to(req);
+    conn.queue_frame(&header)?;
+    let (mut chunks, disk) = pipe::reader(file, length - offset, hasher);
+    while let Some(chunk) = chunks.recv().await {
+        timed(idle, conn.write_body(&chunk)).await?;
+    }
+    let hasher = match disk.await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            // The file changed after the header promised its length: the
+            // stream cannot be completed, so the connection must end.
+            tracing::warn!(path = %p, "cannot finish sending: {e}; closing the connection");
+            return Err(HandlerError::Proto(ProtoError::Truncated));
+        }
+        Err(e) => return Err(HandlerError::refuse("internal", e.to_string())),
+    };
+    let end = Frame::new("file_end")
+        .with("blake3", hasher.finalize().to_hex().to_string())
+        .reply_to(req);
+    conn.queue_frame(&end)?;
+    timed(idle, conn.flush()).await
+}

@@ -1,0 +1,581 @@
+//! The file service over real sockets and real files: accounts, hostile
+//! paths, verified transfers, resume, concurrency, quota.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+use serde_json::Value;
+use sockit::files::client::{Client, ClientError};
+use sockit::proto::{Connection, Frame};
+use tokio::net::TcpStream;
+
+async fn registered(srv: &common::TestServer, user: &str) -> Client {
+    let mut c = Client::connect(&srv.framed.to_string()).await.unwrap();
+    c.register(user, "correct horse").await.unwrap();
+    c.login(user, "correct horse").await.unwrap();
+    c
+}
+
+fn code(r: Result<impl std::fmt::Debug, ClientError>) -> String {
+    match r {
+        Err(e) => e.code().unwrap_or("(no code)").to_string(),
+        Ok(v) => format!("(succeeded: {v:?})"),
+    }
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+#[tokio::test]
+async fn accounts_register_login_and_the_same_error_for_bad_user_or_password() {
+    let srv = common::start(|_| {}).await;
+    let addr = srv.framed.to_string();
+    let mut c = Client::connect(&addr).await.unwrap();
+    c.register("Alice", "pw one").await.unwrap();
+    assert_eq!(code(c.register("alice", "other").await), "exists");
+    assert_eq!(code(c.register("bad name", "x").await), "bad_request");
+    assert_eq!(code(c.login("alice", "wrong").await), "bad_credentials");
+    assert_eq!(code(c.login("nobody", "wrong").await), "bad_credentials");
+    let (user, token, _) = c.login("ALICE", "pw one").await.unwrap();
+    assert_eq!(user, "Alice");
+    let mut other = Client::connect(&addr).await.unwrap();
+    assert_eq!(code(other.list("", false).await), "unauthorized");
+    assert_eq!(other.auth(&token).await.unwrap(), "Alice");
+    other.list("", false).await.unwrap();
+    // Logout revokes the token everywhere.
+    c.logout().await.unwrap();
+    let mut third = Client::connect(&addr).await.unwrap();
+    assert_eq!(code(third.auth(&token).await), "unauthorized");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn expired_tokens_and_closed_registration() {
+    let srv = common::start(|c| {
+        c.accounts.session_ttl = Duration::ZERO;
+        c.accounts.allow_register = false;
+    })
+    .await;
+    let mut c = Client::connect(&srv.framed.to_string()).await.unwrap();
+    assert_eq!(code(c.register("bob", "pw").await), "registration_closed");
+    sockit::accounts::Accounts::open(srv.data.path(), Default::default())
+        .unwrap()
+        .add_user("bob", "pw")
+        .unwrap();
+    let (_, token, _) = c.login("bob", "pw").await.unwrap();
+    let mut c2 = Client::connect(&srv.framed.to_string()).await.unwrap();
+    assert_eq!(code(c2.auth(&token).await), "unauthorized");
+    srv.stop().await;
+}
+
+/// Sends one raw request on an authenticated connection; returns the error
+/// code (or the reply type if it succeeded).
+async fn raw(conn: &mut Connection<TcpStream>, frame: Frame, body: &[u8]) -> String {
+    if body.is_empty() {
+        conn.write_frame(&frame).await.unwrap();
+    } else {
+        conn.write_message(&frame, body).await.unwrap();
+    }
+    let reply = conn.read_frame().await.unwrap().unwrap();
+    conn.discard_body().await.unwrap();
+    match reply.as_error() {
+        Some((code, _)) => code,
+        None => reply.kind().to_string(),
+    }
+}
+
+async fn raw_login(srv: &common::TestServer, user: &str) -> Connection<TcpStream> {
+    let mut c = registered(srv, user).await;
+    let (_, token, _) = c.login(user, "correct horse").await.unwrap();
+    let mut conn = common::framed_client(srv.framed).await;
+    assert_eq!(
+        raw(&mut conn, Frame::new("auth").with("token", token), b"").await,
+        "authed"
+    );
+    conn
+}
+
+#[tokio::test]
+async fn hostile_paths_are_refused_on_every_operation() {
+    let srv = common::start(|_| {}).await;
+    let mut conn = raw_login(&srv, "mallory").await;
+    // A symlink planted in the user's space, pointing outside it.
+    let space = srv.data.path().join("files/mallory");
+    std::fs::create_dir_all(&space).unwrap();
+    std::os::unix::fs::symlink("/etc", space.join("etc")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", space.join("passwd")).unwrap();
+    let hostile = [
+        "../x",
+        "..",
+        "a/../../x",
+        "./a",
+        "/etc/passwd",
+        "..\\x",
+        "a\\b",
+        "a\0b",
+        "C:x",
+        "c:\\windows\\system32",
+        "a//b",
+        "%2e%2e/x",
+        "%2E%2E%2Fx",
+        "%252e%252e/x",
+        "..%2fx",
+        "\u{FF0E}\u{FF0E}/x",
+        "a\u{FF0F}b",
+        "a\u{2215}..",
+        "\u{FF3C}x",
+        "x\u{202E}fdp.exe",
+        "\u{1b}[2J",
+        "a\nb",
+        ".sockit-partial/x",
+        "etc/passwd",
+        "etc/new",
+        "passwd",
+        &"d/".repeat(70),
+    ];
+    assert!(hostile.len() >= 25);
+    for p in hostile {
+        let put = Frame::new("put")
+            .with("path", p)
+            .with("length", 1)
+            .with("blake3", blake3::hash(b"x").to_hex().to_string());
+        assert_eq!(raw(&mut conn, put, b"x").await, "bad_path", "put {p:?}");
+        assert_eq!(
+            raw(&mut conn, Frame::new("get").with("path", p), b"").await,
+            "bad_path",
+            "get {p:?}"
+        );
+        if p != "passwd" {
+            // `ls passwd` lists the symlink itself without following it.
+            assert_eq!(
+                raw(&mut conn, Frame::new("ls").with("path", p), b"").await,
+                "bad_path",
+                "ls {p:?}"
+            );
+        }
+        // mkdir onto the planted symlink itself: that name exists.
+        let want = if p == "passwd" { "exists" } else { "bad_path" };
+        assert_eq!(
+            raw(&mut conn, Frame::new("mkdir").with("path", p), b"").await,
+            want,
+            "mkdir {p:?}"
+        );
+        let mv = Frame::new("mv").with("from", "nothing").with("to", p);
+        let got = raw(&mut conn, mv, b"").await;
+        assert!(
+            got == "bad_path" || (got == "not_found" && p == "passwd"),
+            "mv {p:?}: {got}"
+        );
+    }
+    // Nothing was written outside, and the connection is still fine.
+    assert_eq!(raw(&mut conn, Frame::new("ls"), b"").await, "listing");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn put_get_round_trip_with_unicode_names_exists_and_force() {
+    let srv = common::start(|_| {}).await;
+    let mut c = registered(&srv, "ann").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let none = ProgressBar::hidden();
+    for (name, len) in [
+        ("报告 2026.pdf", 3_000_000),
+        ("empty", 0),
+        ("small.txt", 5),
+        ("exact", 1024 * 1024),
+    ] {
+        let data = pattern(len, len as u32);
+        let local = write(tmp.path(), "src", &data);
+        let up = c
+            .put_file(&local, &format!("docs/{name}"), false, true, &none)
+            .await
+            .unwrap();
+        assert_eq!(up.length, len as u64);
+        assert_eq!(up.blake3, blake3::hash(&data).to_hex().to_string());
+        let back = tmp.path().join("back");
+        let n = c
+            .get_file(&format!("docs/{name}"), &back, true, &none)
+            .await
+            .unwrap();
+        assert_eq!(n, len as u64);
+        assert!(std::fs::read(&back).unwrap() == data, "{name}");
+        std::fs::remove_file(&back).unwrap();
+        assert!(!tmp.path().join("back.part").exists());
+    }
+    let local = write(tmp.path(), "v2", b"version two");
+    assert_eq!(
+        code(
+            c.put_file(&local, "docs/small.txt", false, true, &none)
+                .await
+        ),
+        "exists"
+    );
+    c.put_file(&local, "docs/small.txt", true, true, &none)
+        .await
+        .unwrap();
+    let names: Vec<_> = c
+        .list("docs", false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["empty", "exact", "small.txt", "报告 2026.pdf"]);
+    // The partial-upload folder is never listed.
+    assert!(c
+        .list("", true)
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| !e.name.contains("sockit-partial")));
+    c.rename("docs/small.txt", "moved.txt", false)
+        .await
+        .unwrap();
+    assert_eq!(code(c.remove("docs", false).await), "not_empty");
+    c.remove("docs", true).await.unwrap();
+    assert_eq!(
+        code(
+            c.get_file("docs/exact", &tmp.path().join("x"), true, &none)
+                .await
+        ),
+        "not_found"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn corrupt_or_truncated_bodies_publish_nothing() {
+    let srv = common::start(|_| {}).await;
+    let mut conn = raw_login(&srv, "carl").await;
+    // Inline put whose body does not match its hash.
+    let put = Frame::new("put")
+        .with("path", "bad.bin")
+        .with("length", 4)
+        .with("blake3", blake3::hash(b"good").to_hex().to_string());
+    assert_eq!(raw(&mut conn, put, b"evil").await, "checksum_mismatch");
+    // Negotiated put, cut off half-way.
+    let put = Frame::new("put")
+        .with("path", "cut.bin")
+        .with("length", 1_000_000)
+        .with("mtime_ns", 5);
+    assert_eq!(raw(&mut conn, put, b"").await, "put_ready");
+    conn.queue_frame(&Frame::new("put_data").with_body_len(1_000_000))
+        .unwrap();
+    conn.write_body(&[1u8; 300_000]).await.unwrap();
+    conn.flush().await.unwrap();
+    drop(conn);
+    let mut c = Client::connect(&srv.framed.to_string()).await.unwrap();
+    c.login("carl", "correct horse").await.unwrap();
+    // Wait until the server has seen the end of the cut connection: the
+    // same upload is `busy` while its first attempt is still open.
+    let mut conn = raw_login_again(&srv, "carl").await;
+    loop {
+        let put = Frame::new("put")
+            .with("path", "cut.bin")
+            .with("length", 1_000_000)
+            .with("mtime_ns", 5);
+        let got = raw(&mut conn, put, b"").await;
+        if got == "put_ready" {
+            break;
+        }
+        assert_eq!(got, "busy");
+        tokio::task::yield_now().await;
+    }
+    drop(conn);
+    assert!(
+        c.list("", false).await.unwrap().is_empty(),
+        "nothing published"
+    );
+    srv.stop().await;
+}
+
+async fn raw_login_again(srv: &common::TestServer, user: &str) -> Connection<TcpStream> {
+    let mut c = Client::connect(&srv.framed.to_string()).await.unwrap();
+    let (_, token, _) = c.login(user, "correct horse").await.unwrap();
+    let mut conn = common::framed_client(srv.framed).await;
+    assert_eq!(
+        raw(&mut conn, Frame::new("auth").with("token", token), b"").await,
+        "authed"
+    );
+    conn
+}
+
+#[tokio::test]
+async fn an_interrupted_upload_resumes_where_it_stopped() {
+    let srv = common::start(|_| {}).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = pattern(5_000_000, 9);
+    let local = write(tmp.path(), "big", &data);
+    let meta = std::fs::metadata(&local).unwrap();
+    let mtime = meta
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    {
+        let mut conn = raw_login(&srv, "dora").await;
+        let put = Frame::new("put")
+            .with("path", "big")
+            .with("length", 5_000_000)
+            .with("mtime_ns", mtime);
+        assert_eq!(raw(&mut conn, put, b"").await, "put_ready");
+        conn.queue_frame(&Frame::new("put_data").with_body_len(5_000_000))
+            .unwrap();
+        conn.write_body(&data[..2_000_000]).await.unwrap();
+        conn.flush().await.unwrap();
+        // The connection drops mid-body.
+    }
+    let mut c = Client::connect(&srv.framed.to_string()).await.unwrap();
+    c.login("dora", "correct horse").await.unwrap();
+    let bar = ProgressBar::hidden();
+    // Retry while the server still holds the first attempt (`busy`).
+    let up = loop {
+        match c.put_file(&local, "big", false, true, &bar).await {
+            Err(e) if e.code() == Some("busy") => tokio::task::yield_now().await,
+            other => break other.unwrap(),
+        }
+    };
+    assert_eq!(up.blake3, blake3::hash(&data).to_hex().to_string());
+    // The progress bar started at the resumed offset, not at 0.
+    assert!(bar.position() >= 5_000_000);
+    let back = tmp.path().join("back");
+    c.get_file("big", &back, true, &ProgressBar::hidden())
+        .await
+        .unwrap();
+    assert!(std::fs::read(&back).unwrap() == data);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn an_interrupted_download_resumes_and_a_changed_file_starts_over() {
+    let srv = common::start(|_| {}).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = registered(&srv, "eli").await;
+    let data = pattern(3_000_000, 1);
+    let local = write(tmp.path(), "src", &data);
+    c.put_file(&local, "f", false, true, &ProgressBar::hidden())
+        .await
+        .unwrap();
+    // Fake an earlier interrupted download: the first 1 MB and its record.
+    let target = tmp.path().join("dl");
+    c.get_file("f", &target, true, &ProgressBar::hidden())
+        .await
+        .unwrap();
+    std::fs::rename(&target, tmp.path().join("dl.part")).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(tmp.path().join("dl.part"))
+        .unwrap();
+    f.set_len(1_000_000).unwrap();
+    let entry = c.stat("f").await.unwrap().unwrap();
+    let info = serde_json::json!({"path": "f", "length": 3_000_000, "mtime_ns": entry.mtime_ns});
+    std::fs::write(tmp.path().join("dl.part.sockit"), info.to_string()).unwrap();
+    let bar = ProgressBar::hidden();
+    c.get_file("f", &target, true, &bar).await.unwrap();
+    assert!(std::fs::read(&target).unwrap() == data);
+    assert!(!tmp.path().join("dl.part.sockit").exists());
+    // A stale .part of another version: the server starts over from 0.
+    std::fs::remove_file(&target).unwrap();
+    std::fs::write(tmp.path().join("dl.part"), vec![0u8; 500]).unwrap();
+    let stale = serde_json::json!({"path": "f", "length": 3_000_000, "mtime_ns": 1});
+    std::fs::write(tmp.path().join("dl.part.sockit"), stale.to_string()).unwrap();
+    c.get_file("f", &target, true, &ProgressBar::hidden())
+        .await
+        .unwrap();
+    assert!(std::fs::read(&target).unwrap() == data);
+    // A .part that is corrupt but claims the right version: caught by the
+    // hash, and the client starts over by itself.
+    std::fs::remove_file(&target).unwrap();
+    std::fs::write(tmp.path().join("dl.part"), vec![0u8; 1000]).unwrap();
+    std::fs::write(tmp.path().join("dl.part.sockit"), info.to_string()).unwrap();
+    c.get_file("f", &target, true, &ProgressBar::hidden())
+        .await
+        .unwrap();
+    assert!(std::fs::read(&target).unwrap() == data);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_uploads_of_one_name_leave_one_whole_file() {
+    let srv = common::start(|_| {}).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let a = pattern(4_000_000, 1);
+    let b = pattern(4_000_000, 2);
+    let la = write(tmp.path(), "a", &a);
+    let lb = write(tmp.path(), "b", &b);
+    let mut ca = registered(&srv, "fred").await;
+    let mut cb = Client::connect(&srv.framed.to_string()).await.unwrap();
+    cb.login("fred", "correct horse").await.unwrap();
+    let none = ProgressBar::hidden();
+    let (ra, rb) = tokio::join!(
+        ca.put_file(&la, "same", true, false, &none),
+        cb.put_file(&lb, "same", true, false, &none)
+    );
+    ra.unwrap();
+    rb.unwrap();
+    let back = tmp.path().join("back");
+    ca.get_file("same", &back, false, &none).await.unwrap();
+    let got = std::fs::read(&back).unwrap();
+    assert!(got == a || got == b, "a mix of two uploads");
+    // Without --force, exactly one of two racing uploads wins.
+    let (ra, rb) = tokio::join!(
+        ca.put_file(&la, "race", false, false, &none),
+        cb.put_file(&lb, "race", false, false, &none)
+    );
+    assert_eq!(ra.is_ok() as u8 + rb.is_ok() as u8, 1, "{ra:?} {rb:?}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn quota_and_size_limits_are_enforced() {
+    let srv = common::start(|c| {
+        c.files.quota = 100_000;
+        c.files.max_file_size = 80_000;
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = registered(&srv, "gil").await;
+    let none = ProgressBar::hidden();
+    c.put_file(
+        &write(tmp.path(), "a", &[1; 60_000]),
+        "a",
+        false,
+        true,
+        &none,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        code(
+            c.put_file(
+                &write(tmp.path(), "b", &[2; 50_000]),
+                "b",
+                false,
+                true,
+                &none
+            )
+            .await
+        ),
+        "quota_exceeded"
+    );
+    assert_eq!(
+        code(
+            c.put_file(
+                &write(tmp.path(), "c", &[3; 90_000]),
+                "c",
+                false,
+                true,
+                &none
+            )
+            .await
+        ),
+        "too_large"
+    );
+    c.remove("a", false).await.unwrap();
+    c.put_file(&tmp.path().join("b"), "b", false, true, &none)
+        .await
+        .unwrap();
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_clients_upload_and_download_at_once() {
+    let srv = common::start(|_| {}).await;
+    let addr = srv.framed.to_string();
+    let mut admin = Client::connect(&addr).await.unwrap();
+    for u in 0..10 {
+        admin
+            .register(&format!("user{u}"), "correct horse")
+            .await
+            .unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100u32 {
+        let (addr, dir) = (addr.clone(), tmp.path().to_path_buf());
+        tasks.spawn(async move {
+            let data = pattern(50_000 + (i as usize) * 7_919, i);
+            let local = write(&dir, &format!("in{i}"), &data);
+            let mut c = Client::connect(&addr).await.unwrap();
+            c.login(&format!("user{}", i % 10), "correct horse")
+                .await
+                .unwrap();
+            let none = ProgressBar::hidden();
+            let remote = format!("c{i}/data.bin");
+            let up = c
+                .put_file(&local, &remote, false, true, &none)
+                .await
+                .unwrap();
+            assert_eq!(up.blake3, blake3::hash(&data).to_hex().to_string());
+            let back = dir.join(format!("out{i}"));
+            c.get_file(&remote, &back, true, &none).await.unwrap();
+            assert!(std::fs::read(&back).unwrap() == data, "client {i}");
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn listing_comes_in_the_body_and_stat_describes() {
+    let srv = common::start(|_| {}).await;
+    let mut c = registered(&srv, "hank").await;
+    c.mkdir("a/b/c", true).await.unwrap();
+    assert_eq!(code(c.mkdir("a", false).await), "exists");
+    let tmp = tempfile::tempdir().unwrap();
+    let files: Vec<_> = (0..300)
+        .map(|i| {
+            (
+                write(tmp.path(), &format!("f{i}"), format!("file {i}").as_bytes()),
+                format!("a/b/f{i:03}"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        c.put_many(&files, false, true, &ProgressBar::hidden())
+            .await
+            .unwrap(),
+        300
+    );
+    let all = c.list("a", true).await.unwrap();
+    assert_eq!(all.len(), 302);
+    let e = c.stat("a/b/f007").await.unwrap().unwrap();
+    assert_eq!((e.size, e.name.as_str()), (6, "f007"));
+    assert!(c.stat("a/nothing").await.unwrap().is_none());
+    let v: Value = serde_json::to_value(&all[0]).unwrap();
+    assert!(v["mtime_ns"].as_i64().unwrap() > 0);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn file_messages_need_auth_and_bad_requests_keep_the_connection() {
+    let srv = common::start(|_| {}).await;
+    let mut conn = common::framed_client(srv.framed).await;
+    assert_eq!(raw(&mut conn, Frame::new("ls"), b"").await, "unauthorized");
+    assert_eq!(
+        raw(&mut conn, Frame::new("whoami"), b"").await,
+        "unauthorized"
+    );
+    let mut conn = raw_login(&srv, "ivy").await;
+    assert_eq!(
+        raw(&mut conn, Frame::new("mv").with("from", "a"), b"").await,
+        "bad_request"
+    );
+    assert_eq!(raw(&mut conn, Frame::new("whoami"), b"").await, "whoami");
+    srv.stop().await;
+}

@@ -1,0 +1,438 @@
+//! The file commands as a user runs them: the real binary, a real server
+//! process, real files; including SIGKILL of the server or the client in the
+//! middle of a transfer.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sockit");
+
+/// A `sockit serve` process with its data directory and framed address.
+struct Server {
+    child: Child,
+    addr: String,
+    data: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+fn serve(data: &Path, framed_bind: &str) -> Server {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--echo-bind",
+            "127.0.0.1:0",
+            "--framed-bind",
+            framed_bind,
+            "--data-dir",
+        ])
+        .arg(data)
+        .env("RUST_LOG", "sockit=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited early"
+        );
+        if line.contains("service=\"framed\"") && line.contains("listening") {
+            break line.split("addr=").nth(1).unwrap().trim().to_string();
+        }
+    };
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut l = String::new();
+        while stderr.read_line(&mut l).is_ok_and(|n| n > 0) {
+            sink.lock().unwrap().push_str(&l);
+            l.clear();
+        }
+    });
+    Server {
+        child,
+        addr,
+        data: data.to_path_buf(),
+        log,
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A user's environment: its own config directory, pointed at a server.
+struct User {
+    config: tempfile::TempDir,
+    server: String,
+}
+
+impl User {
+    fn new(server: &str) -> User {
+        User {
+            config: tempfile::tempdir().unwrap(),
+            server: server.to_string(),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("SOCKIT_CONFIG_DIR", self.config.path())
+            .env("SOCKIT_SERVER", &self.server)
+            .env_remove("SOCKIT_PASSWORD")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// Runs a command with `input` on stdin: (success, stdout, stderr).
+    fn run(&self, args: &[&str], input: &str) -> (bool, String, String) {
+        let mut child = self.cmd(args).spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run(args, "");
+        assert!(ok, "sockit {args:?} failed: {err}");
+        out
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let (ok, _, err) = self.run(args, "");
+        assert!(!ok, "sockit {args:?} should have failed");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "one-line error expected: {err}"
+        );
+        err
+    }
+
+    fn sign_up(&self, name: &str) {
+        let (ok, _, err) = self.run(
+            &["register", "--user", name, "--password-stdin"],
+            "pw for tests\n",
+        );
+        assert!(ok, "{err}");
+        let (ok, _, err) = self.run(
+            &["login", "--user", name, "--password-stdin"],
+            "pw for tests\n",
+        );
+        assert!(ok, "{err}");
+    }
+}
+
+fn pattern_file(path: &Path, len: usize, seed: u8) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let block: Vec<u8> = (0..1_048_576u32)
+        .map(|i| (i.wrapping_mul(31).wrapping_add(seed as u32) >> 3) as u8)
+        .collect();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(block.len());
+        f.write_all(&block[..n]).unwrap();
+        left -= n;
+    }
+}
+
+fn hash_file(path: &Path) -> String {
+    let mut h = blake3::Hasher::new();
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// Waits (bounded) until `cond` holds, checking every few milliseconds.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn the_whole_flow_as_a_user_runs_it() {
+    let data = tempfile::tempdir().unwrap();
+    let srv = serve(data.path(), "127.0.0.1:0");
+    let u = User::new(&srv.addr);
+    u.sign_up("Zoe");
+    // The token is saved privately.
+    let creds = u.config.path().join("credentials.json");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&creds).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&creds).unwrap().contains("sk_"));
+
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("报告 2026.pdf");
+    pattern_file(&src, 2_500_000, 1);
+    assert_eq!(u.ok(&["ls"]), "");
+    u.ok(&["put", src.to_str().unwrap(), "docs/"]);
+    assert_eq!(u.ok(&["ls"]), "docs/\n");
+    assert_eq!(u.ok(&["ls", "docs"]), "报告 2026.pdf\n");
+    let long = u.ok(&["ls", "-l", "docs"]);
+    assert!(long.starts_with("file        2500000 "), "{long}");
+    let json: serde_json::Value = serde_json::from_str(&u.ok(&["ls", "--json", "docs"])).unwrap();
+    assert_eq!(json[0]["size"], 2_500_000);
+
+    let err = u.fails(&["put", src.to_str().unwrap(), "docs/"]);
+    assert!(err.contains("already exists"), "{err}");
+    u.ok(&["put", "--force", src.to_str().unwrap(), "docs/"]);
+
+    let down = tempfile::tempdir().unwrap();
+    u.ok(&["get", "docs/报告 2026.pdf", down.path().to_str().unwrap()]);
+    assert_eq!(
+        hash_file(&down.path().join("报告 2026.pdf")),
+        hash_file(&src)
+    );
+    let err = u.fails(&["get", "docs/报告 2026.pdf", down.path().to_str().unwrap()]);
+    assert!(err.contains("already exists"), "{err}");
+
+    u.ok(&["mkdir", "-p", "archive/2026"]);
+    u.ok(&["mv", "docs/报告 2026.pdf", "archive/2026"]);
+    assert_eq!(
+        u.ok(&["ls", "-R", "archive"]),
+        "2026/\n2026/报告 2026.pdf\n"
+    );
+    let err = u.fails(&["rm", "archive"]);
+    assert!(err.contains("not empty"), "{err}");
+    u.ok(&["rm", "-r", "archive"]);
+    let err = u.fails(&["get", "nothing.txt"]);
+    assert!(err.contains("no such file"), "{err}");
+    let err = u.fails(&["get", "../etc/passwd"]);
+    assert!(err.contains("bad path"), "{err}");
+
+    // Control characters are refused in names sent by clients...
+    let evil = work.path().join("evil");
+    std::fs::write(&evil, b"x").unwrap();
+    let err = u.fails(&["put", evil.to_str().unwrap(), "x\u{1b}]0;pwned\u{7}"]);
+    assert!(
+        err.contains("control characters") && !err.contains('\u{1b}'),
+        "{err:?}"
+    );
+    // ...and a name that got onto the server's disk another way is shown
+    // escaped, never sent raw to the terminal.
+    std::fs::write(srv.data.join("files/zoe/x\u{1b}]0;pwned\u{7}"), b"x").unwrap();
+    let listing = u.ok(&["ls"]);
+    assert!(!listing.contains('\u{1b}'), "{listing:?}");
+    assert!(listing.contains("x\\u{1b}]0;pwned\\u{7}"), "{listing:?}");
+
+    u.ok(&["logout"]);
+    let err = u.fails(&["ls"]);
+    assert!(err.contains("not logged in"), "{err}");
+    let (ok, _, err) = u.run(&["login", "--user", "Zoe", "--password-stdin"], "wrong\n");
+    assert!(!ok && err.contains("wrong user name or password"), "{err}");
+}
+
+#[test]
+fn folders_go_up_and_come_back_with_put_r_and_get_r() {
+    let data = tempfile::tempdir().unwrap();
+    let srv = serve(data.path(), "127.0.0.1:0");
+    let u = User::new(&srv.addr);
+    u.sign_up("tree");
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("project");
+    for (i, rel) in [
+        "a.txt",
+        "src/main.rs",
+        "src/deep/er/x.bin",
+        "文档/说明.md",
+        "empty/.keep",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        pattern_file(&p, 1000 * i + 3, i as u8);
+    }
+    std::fs::create_dir_all(root.join("really-empty")).unwrap();
+    let err = u.fails(&["put", root.to_str().unwrap()]);
+    assert!(err.contains("use -r"), "{err}");
+    u.ok(&["put", "-r", root.to_str().unwrap()]);
+    let tree = u.ok(&["ls", "-R", "project"]);
+    assert!(
+        tree.contains("really-empty/\n") && tree.contains("文档/说明.md\n"),
+        "{tree}"
+    );
+    let back = work.path().join("back");
+    std::fs::create_dir(&back).unwrap();
+    u.ok(&["get", "-r", "project", back.to_str().unwrap()]);
+    for rel in [
+        "a.txt",
+        "src/main.rs",
+        "src/deep/er/x.bin",
+        "文档/说明.md",
+        "empty/.keep",
+    ] {
+        assert_eq!(
+            hash_file(&back.join("project").join(rel)),
+            hash_file(&root.join(rel)),
+            "{rel}"
+        );
+    }
+    assert!(back.join("project/really-empty").is_dir());
+}
+
+#[test]
+fn server_killed_mid_upload_restarts_and_the_upload_resumes() {
+    let data = tempfile::tempdir().unwrap();
+    let mut srv = serve(data.path(), "127.0.0.1:0");
+    let addr = srv.addr.clone();
+    let u = User::new(&addr);
+    u.sign_up("kim");
+    let work = tempfile::tempdir().unwrap();
+    let big = work.path().join("big.bin");
+    pattern_file(&big, 400 * 1024 * 1024, 7);
+    let mut put = u
+        .cmd(&["put", "-q", big.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let partials = srv.data.join("files/kim/.sockit-partial");
+    let partial_size = || -> u64 {
+        std::fs::read_dir(&partials)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| e.metadata().ok())
+            .map_or(0, |m| m.len())
+    };
+    wait_until("part of the upload to reach the server's disk", || {
+        partial_size() > 50 * 1024 * 1024
+    });
+    srv.child.kill().unwrap(); // SIGKILL
+    srv.child.wait().unwrap();
+    let status = put.wait().unwrap();
+    assert!(!status.success(), "the client must notice the server died");
+    let kept = partial_size();
+    assert!(kept > 0 && kept < 400 * 1024 * 1024, "partial kept: {kept}");
+
+    let srv = serve(data.path(), &addr);
+    u.ok(&["put", "-q", big.to_str().unwrap()]);
+    assert!(
+        srv.log.lock().unwrap().contains("resuming upload"),
+        "the second put did not resume"
+    );
+    let down = work.path().join("down.bin");
+    u.ok(&["get", "-q", "big.bin", down.to_str().unwrap()]);
+    assert_eq!(hash_file(&down), hash_file(&big));
+}
+
+#[test]
+fn client_killed_mid_download_resumes() {
+    let data = tempfile::tempdir().unwrap();
+    let srv = serve(data.path(), "127.0.0.1:0");
+    let u = User::new(&srv.addr);
+    u.sign_up("lea");
+    let work = tempfile::tempdir().unwrap();
+    let big = work.path().join("big.bin");
+    pattern_file(&big, 300 * 1024 * 1024, 3);
+    u.ok(&["put", "-q", big.to_str().unwrap()]);
+    let down = work.path().join("down.bin");
+    let mut get = u
+        .cmd(&["get", "-q", "big.bin", down.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let part = work.path().join("down.bin.part");
+    wait_until("part of the download", || {
+        std::fs::metadata(&part).map_or(0, |m| m.len()) > 30 * 1024 * 1024
+    });
+    get.kill().unwrap();
+    get.wait().unwrap();
+    assert!(!down.exists(), "no half file under the final name");
+    u.ok(&["get", "-q", "big.bin", down.to_str().unwrap()]);
+    assert_eq!(hash_file(&down), hash_file(&big));
+    assert!(!part.exists());
+}
+
+#[test]
+fn admin_add_user_works_when_registration_is_closed() {
+    let data = tempfile::tempdir().unwrap();
+    let cfg = data.path().join("sockit.toml");
+    std::fs::write(&cfg, "[accounts]\nallow_register = false\n").unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "admin",
+            "add-user",
+            "root2",
+            "--password-stdin",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"admin pw\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--echo-bind",
+            "127.0.0.1:0",
+            "--framed-bind",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(data.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        stderr.read_line(&mut line).unwrap();
+        if line.contains("service=\"framed\"") && line.contains("listening") {
+            break line.split("addr=").nth(1).unwrap().trim().to_string();
+        }
+    };
+    let u = User::new(&addr);
+    let (ok, _, err) = u.run(&["register", "--user", "new", "--password-stdin"], "x\n");
+    assert!(!ok && err.contains("registration is closed"), "{err}");
+    let (ok, _, err) = u.run(
+        &["login", "--user", "root2", "--password-stdin"],
+        "admin pw\n",
+    );
+    assert!(ok, "{err}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
