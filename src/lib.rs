@@ -7,10 +7,18 @@
 //! - [`proto`]: the framed protocol (length-prefixed JSON header and streamed
 //!   body): its codec and the [`proto::Connection`] every framed service uses.
 //! - [`config`]: `sockit.toml`, the configuration of `sockit serve`.
+//! - [`accounts`]: users, Argon2id passwords, session tokens, login
+//!   throttling, in the embedded SQLite database.
+//! - [`store`]: the file store: per-user spaces and the one path-resolution
+//!   function every service uses.
+//! - [`credentials`]: the client's saved sessions.
 //!
 //! Services, each owning its server and client side:
 //! - [`echo`]: TCP and UDP echo / upper / hello servers.
-//! - [`framed`]: the framed port: handshake and dispatch to the services on it.
+//! - [`framed`]: the framed port: handshake, accounts messages, and dispatch
+//!   to the services on it.
+//! - [`files`]: the file service: put, get, ls, rm, mv, mkdir, verified and
+//!   resumable, server and client.
 //! - [`netcat`]: `connect` and `listen`, a netcat-style client and its mirror.
 //! - [`bench`]: the load generator behind the numbers in `bench/`.
 //!

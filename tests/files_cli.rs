@@ -436,3 +436,110 @@ fn admin_add_user_works_when_registration_is_closed() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Runs the Python example client; `None` if python3 is missing.
+fn python(port: &str, args: &[&str], stdin: &str) -> Option<(bool, String, String)> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python_client.py");
+    let mut child = match Command::new("python3")
+        .arg(script)
+        .args(["--port", port])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(_) => return None,
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Some((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn python_and_sockit_exchange_files_both_ways() {
+    let data = tempfile::tempdir().unwrap();
+    let srv = serve(data.path(), "127.0.0.1:0");
+    let port = srv.addr.rsplit(':').next().unwrap().to_string();
+    let Some((ok, _, err)) = python(
+        &port,
+        &["register", "--user", "py", "--password-stdin"],
+        "snake pw\n",
+    ) else {
+        eprintln!("SKIPPED: python3 is not installed; the Python interop test did not run");
+        return;
+    };
+    assert!(ok, "{err}");
+    let (ok, token, err) = python(
+        &port,
+        &["login", "--user", "py", "--password-stdin"],
+        "snake pw\n",
+    )
+    .unwrap();
+    assert!(ok, "{err}");
+    let token = token.trim().to_string();
+    let u = User::new(&srv.addr);
+    let (ok, _, err) = u.run(&["login", "--user", "py", "--password-stdin"], "snake pw\n");
+    assert!(ok, "{err}");
+
+    // Python uploads, sockit downloads. (The example's pure-Python BLAKE3 is
+    // slow, so the files are small.)
+    let work = tempfile::tempdir().unwrap();
+    let from_py = work.path().join("from python.bin");
+    pattern_file(&from_py, 200_000, 5);
+    let (ok, _, err) = python(
+        &port,
+        &[
+            "upload",
+            "--token",
+            &token,
+            from_py.to_str().unwrap(),
+            "py/数据.bin",
+        ],
+        "",
+    )
+    .unwrap();
+    assert!(ok, "{err}");
+    let got = work.path().join("got.bin");
+    u.ok(&["get", "-q", "py/数据.bin", got.to_str().unwrap()]);
+    assert_eq!(hash_file(&got), hash_file(&from_py));
+
+    // sockit uploads, Python downloads.
+    let from_rs = work.path().join("from sockit.bin");
+    pattern_file(&from_rs, 150_000, 6);
+    u.ok(&["put", "-q", from_rs.to_str().unwrap(), "rs.bin"]);
+    let py_got = work.path().join("py got.bin");
+    let (ok, _, err) = python(
+        &port,
+        &[
+            "download",
+            "--token",
+            &token,
+            "rs.bin",
+            py_got.to_str().unwrap(),
+        ],
+        "",
+    )
+    .unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(hash_file(&py_got), hash_file(&from_rs));
+
+    // Errors come back as codes.
+    let (ok, _, err) = python(
+        &port,
+        &["download", "--token", &token, "../x", "/dev/null"],
+        "",
+    )
+    .unwrap();
+    assert!(!ok && err.contains("bad_path"), "{err}");
+}
