@@ -216,7 +216,7 @@ impl Session<'_> {
                 Err(End::Say(
                     ErrorCode::Timeout,
                     format!(
-                        "no complete message within {}",
+                        "the server received no complete message within {}",
                         humantime::format_duration(limit)
                     ),
                 ))

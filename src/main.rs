@@ -140,7 +140,7 @@ struct LsArgs {
     #[command(flatten)]
     server: ServerArg,
     /// Remote folder [default: the top of your space]
-    #[arg(default_value = "")]
+    #[arg(default_value = "", hide_default_value = true)]
     path: String,
     /// Kind, size and modification time
     #[arg(long, short)]

@@ -104,6 +104,9 @@ pub async fn handle(
 ) -> Result<(), HandlerError> {
     let key = user.key();
     let reply = match req.kind() {
+        "put" if req.get("blake3").is_some() => {
+            return put_inline_batch(conn, req, store, &key, idle).await
+        }
         "put" => return put(conn, req, store, &key, idle).await,
         "get" => return get(conn, req, store, &key, idle).await,
         "ls" => {
@@ -160,7 +163,7 @@ pub async fn handle(
     timed(idle, conn.write_frame(&reply.reply_to(req))).await
 }
 
-/// `put`: negotiate (or take an inline body), receive, verify, publish.
+/// `put`, negotiated: offer a resume offset, receive, verify, publish.
 async fn put(
     conn: &mut Conn,
     req: &Frame,
@@ -170,61 +173,39 @@ async fn put(
 ) -> Result<(), HandlerError> {
     let r: PutRequest = parse(req)?;
     let p = path(&r.path)?;
-    let inline = r.blake3.clone();
-    if inline.is_some() && req.body_len() != r.length {
-        return Err(HandlerError::refuse(
-            "bad_request",
-            "an inline put carries exactly `length` body bytes",
-        ));
-    }
-    if inline.is_none() && req.body_len() != 0 {
+    if req.body_len() != 0 {
         return Err(HandlerError::refuse(
             "bad_request",
             "a put without blake3 carries no body; send put_data after put_ready",
         ));
     }
-    if inline.is_some() && r.length > MAX_INLINE {
-        return Err(HandlerError::refuse(
-            "bad_request",
-            format!("inline puts are limited to {MAX_INLINE} bytes"),
-        ));
-    }
     let (s, k, pp) = (store.clone(), key.to_string(), p.clone());
-    let resume = r.resume && inline.is_none();
     let source = Source {
         mtime_ns: r.mtime_ns,
         id: r.source.clone(),
     };
     let mut upload =
-        blocking(move || s.begin_upload(&k, &pp, r.length, &source, r.force, resume)).await?;
-    let inline_hash = inline.clone();
-
-    let expected = match inline {
-        Some(hash) => hash,
-        None => {
-            let ready = Frame::new("put_ready")
-                .with("offset", upload.offset())
-                .reply_to(req);
-            timed(idle, conn.write_frame(&ready)).await?;
-            let data = timed(idle, conn.read_frame())
-                .await?
-                .ok_or(ProtoError::Truncated)?;
-            if data.kind() != "put_data" || data.body_len() != upload.remaining() {
-                // The client is out of step with the upload it started; what
-                // follows cannot be interpreted, so the connection ends.
-                return Err(HandlerError::Fatal {
-                    code: ErrorCode::BadRequest,
-                    message: format!(
-                        "expected put_data with {} body bytes after put_ready, got {} with {}",
-                        upload.remaining(),
-                        data.kind(),
-                        data.body_len()
-                    ),
-                });
-            }
-            String::new()
-        }
-    };
+        blocking(move || s.begin_upload(&k, &pp, r.length, &source, r.force, r.resume)).await?;
+    let ready = Frame::new("put_ready")
+        .with("offset", upload.offset())
+        .reply_to(req);
+    timed(idle, conn.write_frame(&ready)).await?;
+    let data = timed(idle, conn.read_frame())
+        .await?
+        .ok_or(ProtoError::Truncated)?;
+    if data.kind() != "put_data" || data.body_len() != upload.remaining() {
+        // The client is out of step with the upload it started; what
+        // follows cannot be interpreted, so the connection ends.
+        return Err(HandlerError::Fatal {
+            code: ErrorCode::BadRequest,
+            message: format!(
+                "expected put_data with {} body bytes after put_ready, got {} with {}",
+                upload.remaining(),
+                data.kind(),
+                data.body_len()
+            ),
+        });
+    }
 
     // Receive the body into the partial file; a disk thread hashes and writes.
     let (file, hasher) = upload
@@ -259,9 +240,7 @@ async fn put(
             // The disk failed (full, say): take the rest of the message,
             // trailer included, so the client gets exactly one answer.
             timed(idle, conn.discard_body()).await?;
-            if inline_hash.is_none() {
-                let _ = timed(idle, conn.read_frame()).await?;
-            }
+            let _ = timed(idle, conn.read_frame()).await?;
             return Err(HandlerError::refuse(
                 "internal",
                 format!("storing {p}: {e}"),
@@ -269,21 +248,17 @@ async fn put(
         }
     };
 
-    let expected = if expected.is_empty() {
-        let end = timed(idle, conn.read_frame())
-            .await?
-            .ok_or(ProtoError::Truncated)?;
-        match (end.kind(), end.str("blake3")) {
-            ("put_end", Some(h)) => h.to_string(),
-            _ => {
-                return Err(HandlerError::refuse(
-                    "bad_request",
-                    "expected put_end with the BLAKE3 hash after the data",
-                ))
-            }
+    let end = timed(idle, conn.read_frame())
+        .await?
+        .ok_or(ProtoError::Truncated)?;
+    let expected = match (end.kind(), end.str("blake3")) {
+        ("put_end", Some(h)) => h.to_string(),
+        _ => {
+            return Err(HandlerError::Fatal {
+                code: ErrorCode::BadRequest,
+                message: "expected put_end with the BLAKE3 hash after the data".into(),
+            })
         }
-    } else {
-        expected
     };
     let published = blocking(move || upload.finish(file, hasher, written, &expected)).await?;
     let ok = Frame::new("put_ok")
@@ -354,4 +329,128 @@ async fn get(
         .reply_to(req);
     conn.queue_frame(&end)?;
     timed(idle, conn.flush()).await
+}
+
+/// Most inline uploads committed together.
+const BATCH: usize = 64;
+
+/// Inline puts (small files with their hash in the header). This one and
+/// every further inline put the client has already pipelined into the read
+/// buffer are received and verified, then made durable and published
+/// together ([`crate::store::commit_batch`]: two file-system syncs for the
+/// batch instead of three per file), and only then acknowledged, in order.
+async fn put_inline_batch(
+    conn: &mut Conn,
+    first: &Frame,
+    store: &Store,
+    key: &str,
+    idle: Duration,
+) -> Result<(), HandlerError> {
+    let mut requests = vec![first.clone()];
+    let mut staged: Vec<Result<crate::store::Staged, HandlerError>> = Vec::new();
+    loop {
+        let req = requests.last().cloned().unwrap_or_else(|| first.clone());
+        staged.push(stage_inline(conn, &req, store, key, idle).await);
+        if let Some(Err(HandlerError::Proto(_) | HandlerError::Fatal { .. })) = staged.last() {
+            // The connection is broken: nothing more can be answered.
+            return match staged.pop() {
+                Some(Err(e)) => Err(e),
+                _ => Ok(()),
+            };
+        }
+        let more = conn
+            .peek_buffered()
+            .is_some_and(|next| next.kind() == "put" && next.get("blake3").is_some());
+        if !more || requests.len() >= BATCH {
+            break;
+        }
+        let next = timed(idle, conn.read_frame())
+            .await?
+            .ok_or(ProtoError::Truncated)?;
+        requests.push(next);
+    }
+    // Commit the verified ones together; keep each refusal in its place.
+    let mut ok = Vec::new();
+    let mut slots = Vec::with_capacity(staged.len());
+    for s in staged {
+        match s {
+            Ok(st) => {
+                slots.push(None);
+                ok.push(st);
+            }
+            Err(e) => slots.push(Some(e)),
+        }
+    }
+    let mut committed = blocking(move || Ok(crate::store::commit_batch(ok)))
+        .await?
+        .into_iter();
+    for (req, slot) in requests.iter().zip(slots) {
+        let result = match slot {
+            Some(e) => Err(e),
+            None => committed
+                .next()
+                .unwrap_or_else(|| Err(StoreError::Io("batch result missing".into())))
+                .map_err(HandlerError::from),
+        };
+        let reply = match result {
+            Ok(published) => Frame::new("put_ok")
+                .with("path", published.path)
+                .with("length", published.length)
+                .with("blake3", published.blake3)
+                .reply_to(req),
+            Err(HandlerError::Refused { code, message }) => Frame::new("error")
+                .with("code", code)
+                .with("message", message)
+                .reply_to(req),
+            Err(other) => return Err(other),
+        };
+        conn.queue_frame(&reply)?;
+    }
+    timed(idle, conn.flush()).await
+}
+
+/// Receives one inline put: reads its body (always, so the stream stays in
+/// step even when the put is refused), writes and verifies it.
+async fn stage_inline(
+    conn: &mut Conn,
+    req: &Frame,
+    store: &Store,
+    key: &str,
+    idle: Duration,
+) -> Result<crate::store::Staged, HandlerError> {
+    let body = timed(idle, conn.read_body_to_vec(MAX_INLINE as usize)).await;
+    let body = match body {
+        Ok(b) => b,
+        Err(HandlerError::Proto(ProtoError::Remote { message, .. })) => {
+            // Over the inline limit: skip it and refuse.
+            timed(idle, conn.discard_body()).await?;
+            return Err(HandlerError::refuse("bad_request", message));
+        }
+        Err(e) => return Err(e),
+    };
+    let r: PutRequest = parse(req)?;
+    let p = path(&r.path)?;
+    if body.len() as u64 != r.length {
+        return Err(HandlerError::refuse(
+            "bad_request",
+            "an inline put carries exactly `length` body bytes",
+        ));
+    }
+    let expected = r.blake3.clone().unwrap_or_default();
+    let source = Source {
+        mtime_ns: r.mtime_ns,
+        id: r.source.clone(),
+    };
+    let (s, k) = (store.clone(), key.to_string());
+    blocking(move || {
+        let mut upload = s.begin_upload(&k, &p, r.length, &source, r.force, false)?;
+        let (mut file, mut hasher) = upload
+            .take_writer()
+            .ok_or_else(|| StoreError::Io("upload file already taken".into()))?;
+        std::io::Write::write_all(&mut file, &body)
+            .map_err(|e| StoreError::Io(format!("writing: {e}")))?;
+        hasher.update(&body);
+        upload.stage(file, hasher, body.len() as u64, &expected)
+    })
+    .await
 }

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::codec::{FrameCodec, Item, Limits, MAX_CHUNK};
+use super::codec::{self, FrameCodec, Item, Limits, MAX_CHUNK};
 use super::{ErrorCode, Frame, ProtoError};
 
 /// Read size for headers and small bodies.
@@ -79,6 +79,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 };
             }
         }
+    }
+
+    /// The next message's header if it is already complete in the read
+    /// buffer, without consuming it or reading the socket. Lets a handler
+    /// see whether the client has pipelined more of the same request.
+    pub fn peek_buffered(&self) -> Option<Frame> {
+        if self.codec.read_body_left() > 0 || self.rbuf.len() < codec::LEN_PREFIX {
+            return None;
+        }
+        let n =
+            u32::from_be_bytes([self.rbuf[0], self.rbuf[1], self.rbuf[2], self.rbuf[3]]) as usize;
+        if n == 0 || n > self.codec.limits().max_header || self.rbuf.len() < codec::LEN_PREFIX + n {
+            return None;
+        }
+        Frame::parse(
+            &self.rbuf[codec::LEN_PREFIX..codec::LEN_PREFIX + n],
+            self.codec.limits().max_body,
+        )
+        .ok()
     }
 
     /// The next chunk of the current message's body, or `None` once it is
