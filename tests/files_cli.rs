@@ -19,6 +19,11 @@ struct Server {
 }
 
 fn serve(data: &Path, framed_bind: &str) -> Server {
+    serve_with(data, framed_bind, &[])
+}
+
+/// `sockit serve` with extra arguments (e.g. `--config FILE`).
+fn serve_with(data: &Path, framed_bind: &str, extra: &[&str]) -> Server {
     let mut child = Command::new(BIN)
         .args([
             "serve",
@@ -29,6 +34,7 @@ fn serve(data: &Path, framed_bind: &str) -> Server {
             "--data-dir",
         ])
         .arg(data)
+        .args(extra)
         .env("RUST_LOG", "sockit=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -401,30 +407,12 @@ fn admin_add_user_works_when_registration_is_closed() {
         .write_all(b"admin pw\n")
         .unwrap();
     assert!(child.wait().unwrap().success());
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--echo-bind",
-            "127.0.0.1:0",
-            "--framed-bind",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(data.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        stderr.read_line(&mut line).unwrap();
-        if line.contains("service=\"framed\"") && line.contains("listening") {
-            break line.split("addr=").nth(1).unwrap().trim().to_string();
-        }
-    };
+    let srv = serve_with(
+        data.path(),
+        "127.0.0.1:0",
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let addr = srv.addr.clone();
     let u = User::new(&addr);
     let (ok, _, err) = u.run(&["register", "--user", "new", "--password-stdin"], "x\n");
     assert!(!ok && err.contains("registration is closed"), "{err}");
@@ -433,8 +421,6 @@ fn admin_add_user_works_when_registration_is_closed() {
         "admin pw\n",
     );
     assert!(ok, "{err}");
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 /// Runs the Python example client; `None` if python3 is missing.
