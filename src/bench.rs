@@ -54,6 +54,9 @@ pub struct EchoBench {
     pub mode: BenchMode,
     /// Idle connections held open during the run.
     pub hold: usize,
+    /// Total round trips per second to offer (rr over TCP), spread evenly
+    /// over the connections; `None` sends as fast as replies come back.
+    pub rate: Option<f64>,
 }
 
 /// What a run measured.
@@ -80,6 +83,8 @@ pub struct Report {
     pub lost: u64,
     /// Idle connections held during the run.
     pub held: usize,
+    /// The offered rate, if the run was paced.
+    pub rate: Option<f64>,
 }
 
 /// Errors that stop a benchmark before it measures anything.
@@ -153,6 +158,9 @@ pub async fn run(opts: &EchoBench) -> Result<Report, BenchError> {
             "--connections must be at least 1".into(),
         ));
     }
+    if opts.rate.is_some() && (opts.udp || opts.mode != BenchMode::Rr) {
+        return Err(BenchError::Options("--rate applies to TCP rr runs".into()));
+    }
     if opts.udp && opts.mode != BenchMode::Rr {
         return Err(BenchError::Options("--udp supports only --mode rr".into()));
     }
@@ -204,6 +212,7 @@ pub async fn run(opts: &EchoBench) -> Result<Report, BenchError> {
         errors: total.errors,
         lost: total.lost,
         held: held_count,
+        rate: opts.rate,
     })
 }
 
@@ -219,6 +228,11 @@ async fn run_sharded(
         .map_or(1, |n| n.get())
         .min(opts.connections);
     let (udp, mode) = (opts.udp, opts.mode);
+    // Paced runs: each connection sends every `connections / rate` seconds.
+    let interval = opts
+        .rate
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(opts.connections as f64 / r));
     let mut threads = Vec::with_capacity(shards);
     for shard in 0..shards {
         // Spread connections evenly: the first `connections % shards` get one more.
@@ -242,7 +256,9 @@ async fn run_sharded(
                     let payload = payload.clone();
                     match (udp, mode) {
                         (true, _) => workers.spawn(udp_rr(addr, payload, deadline)),
-                        (false, BenchMode::Rr) => workers.spawn(tcp_rr(addr, payload, deadline)),
+                        (false, BenchMode::Rr) => {
+                            workers.spawn(tcp_rr(addr, payload, deadline, interval))
+                        }
                         (false, BenchMode::Bulk) => {
                             workers.spawn(tcp_bulk(addr, payload, deadline))
                         }
@@ -298,7 +314,12 @@ async fn hold_connections(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>, 
     Ok(held)
 }
 
-async fn tcp_rr(addr: SocketAddr, payload: Arc<[u8]>, deadline: Instant) -> Tally {
+async fn tcp_rr(
+    addr: SocketAddr,
+    payload: Arc<[u8]>,
+    deadline: Instant,
+    interval: Option<Duration>,
+) -> Tally {
     let mut t = Tally::new();
     let fd = match TcpStream::connect(addr).await.and_then(|s| {
         s.set_nodelay(true)?;
@@ -313,7 +334,13 @@ async fn tcp_rr(addr: SocketAddr, payload: Arc<[u8]>, deadline: Instant) -> Tall
         }
     };
     let mut back = vec![0u8; payload.len()];
+    // Paced: start at a random phase so connections do not send in step.
+    let mut next = interval.map(|iv| Instant::now() + iv.mul_f64(fastrand_phase(&fd)));
     while Instant::now() < deadline {
+        if let (Some(at), Some(iv)) = (next.as_mut(), interval) {
+            tokio::time::sleep_until((*at).into()).await;
+            *at += iv;
+        }
         let sent = Instant::now();
         if round_trip(&fd, &payload, &mut back).await.is_err() {
             t.errors += 1;
@@ -323,6 +350,12 @@ async fn tcp_rr(addr: SocketAddr, payload: Arc<[u8]>, deadline: Instant) -> Tall
         t.bytes += payload.len() as u64;
     }
     t
+}
+
+/// A phase in [0, 1) that differs per connection (from its port number).
+fn fastrand_phase(fd: &AsyncFd<std::net::TcpStream>) -> f64 {
+    let port = fd.get_ref().local_addr().map_or(0, |a| a.port());
+    f64::from(port.wrapping_mul(40_503)) / 65_536.0
 }
 
 /// Sends `payload` and reads `back.len()` bytes in reply. The reply cannot
@@ -492,6 +525,9 @@ impl Report {
         );
         if self.held > 0 {
             s += &format!("held       {} idle connections\n", self.held);
+        }
+        if let Some(rate) = self.rate {
+            s += &format!("offered    {rate:.0} round trips/s (paced)\n");
         }
         if self.mode == BenchMode::Bulk {
             s += &format!(

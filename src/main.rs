@@ -331,6 +331,11 @@ struct BenchEchoArgs {
     /// Idle connections to open and hold during the run
     #[arg(long, default_value_t = 0, value_name = "N")]
     hold: usize,
+    /// Offer this many round trips per second in all, paced evenly over the
+    /// connections (TCP rr), to measure latency at a load the machine can
+    /// sustain; without it, each connection sends as soon as its reply is in
+    #[arg(long, value_name = "PER_SEC")]
+    rate: Option<f64>,
     /// Print one JSON object instead of the summary
     #[arg(long)]
     json: bool,
@@ -505,6 +510,7 @@ fn run(command: Command) -> Result<()> {
                 udp: args.udp,
                 mode: args.mode,
                 hold: args.hold,
+                rate: args.rate,
             };
             let report = runtime()?.block_on(async {
                 server::raise_nofile_limit_quietly();
