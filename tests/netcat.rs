@@ -212,6 +212,7 @@ async fn bench_reports_round_trips_as_json() {
         &["--udp"][..],
         &["--mode", "bulk"][..],
         &["--mode", "connect", "--hold", "20"][..],
+        &["--rate", "400"][..],
     ] {
         let mut args = vec!["bench", "echo", &addr, "-c", "4", "-d", "300ms", "--json"];
         args.extend_from_slice(extra);
@@ -226,6 +227,12 @@ async fn bench_reports_round_trips_as_json() {
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert!(v["round_trips"].as_u64().unwrap() > 0, "{extra:?}: {v}");
         assert_eq!(v["errors"], 0, "{extra:?}: {v}");
+        if extra.contains(&"--rate") {
+            // 400/s for 0.3 s is about 120 round trips: paced, not flat out.
+            let n = v["round_trips"].as_u64().unwrap();
+            assert!((60..=200).contains(&n), "paced run did {n} round trips");
+            assert_eq!(v["rate"], 400.0);
+        }
         if extra.contains(&"--hold") {
             assert_eq!(v["held"], 20);
         }
