@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use crate::accounts::{AccountError, Accounts, User};
 use crate::files;
-use crate::proto::{self, Connection, ErrorCode, Frame, ProtoError};
+use crate::proto::{self, timed, Connection, ErrorCode, Frame, ProtoError};
 use crate::server::{ConnCtx, Handler};
 use crate::store::{PathError, Store, StoreError};
 
@@ -473,14 +473,4 @@ impl Session<'_> {
         debug!(peer = %self.ctx.peer, "write failed: {e}");
         End::Quiet
     }
-}
-
-/// Bounds one read or write by the idle timeout.
-async fn timed<T>(
-    limit: Duration,
-    op: impl std::future::Future<Output = Result<T, ProtoError>>,
-) -> Result<T, ProtoError> {
-    tokio::time::timeout(limit, op)
-        .await
-        .unwrap_or(Err(ProtoError::Timeout))
 }

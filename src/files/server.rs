@@ -8,22 +8,12 @@ use tokio::net::TcpStream;
 
 use crate::accounts::User;
 use crate::framed::HandlerError;
-use crate::proto::{Connection, ErrorCode, Frame, ProtoError};
+use crate::proto::{timed, Connection, ErrorCode, Frame, ProtoError};
 use crate::store::{RemotePath, Source, Store, StoreError};
 
 use super::{pipe, MAX_INLINE};
 
 type Conn = Connection<TcpStream>;
-
-/// Bounds one read or write by the idle timeout.
-async fn timed<T>(
-    limit: Duration,
-    op: impl std::future::Future<Output = Result<T, ProtoError>>,
-) -> Result<T, HandlerError> {
-    Ok(tokio::time::timeout(limit, op)
-        .await
-        .unwrap_or(Err(ProtoError::Timeout))?)
-}
 
 /// Runs blocking store work on the blocking pool.
 async fn blocking<T: Send + 'static>(
@@ -160,7 +150,7 @@ pub async fn handle(
             ))
         }
     };
-    timed(idle, conn.write_frame(&reply.reply_to(req))).await
+    Ok(timed(idle, conn.write_frame(&reply.reply_to(req))).await?)
 }
 
 /// `put`, negotiated: offer a resume offset, receive, verify, publish.
@@ -232,7 +222,7 @@ async fn put(
         .await
         .map_err(|e| HandlerError::refuse("internal", e.to_string()))?;
     if let Some(e) = receive_error {
-        return Err(e);
+        return Err(e.into());
     }
     let (file, hasher, written) = match disk {
         Ok(done) => done,
@@ -266,7 +256,7 @@ async fn put(
         .with("length", published.length)
         .with("blake3", published.blake3)
         .reply_to(req);
-    timed(idle, conn.write_frame(&ok)).await
+    Ok(timed(idle, conn.write_frame(&ok)).await?)
 }
 
 /// `get`: stream a file (from an offset when resuming), then its hash.
@@ -328,7 +318,7 @@ async fn get(
         .with("blake3", hasher.finalize().to_hex().to_string())
         .reply_to(req);
     conn.queue_frame(&end)?;
-    timed(idle, conn.flush()).await
+    Ok(timed(idle, conn.flush()).await?)
 }
 
 /// Most inline uploads committed together.
@@ -406,7 +396,7 @@ async fn put_inline_batch(
         };
         conn.queue_frame(&reply)?;
     }
-    timed(idle, conn.flush()).await
+    Ok(timed(idle, conn.flush()).await?)
 }
 
 /// Receives one inline put: reads its body (always, so the stream stays in
@@ -421,12 +411,12 @@ async fn stage_inline(
     let body = timed(idle, conn.read_body_to_vec(MAX_INLINE as usize)).await;
     let body = match body {
         Ok(b) => b,
-        Err(HandlerError::Proto(ProtoError::Remote { message, .. })) => {
+        Err(ProtoError::Remote { message, .. }) => {
             // Over the inline limit: skip it and refuse.
             timed(idle, conn.discard_body()).await?;
             return Err(HandlerError::refuse("bad_request", message));
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let r: PutRequest = parse(req)?;
     let p = path(&r.path)?;

@@ -17,6 +17,17 @@ use serde_json::{Map, Value};
 pub use codec::{FrameCodec, Item, Limits};
 pub use connection::Connection;
 
+/// Bounds one read or write by a timeout (the idle timeout, typically);
+/// running out of time is [`ProtoError::Timeout`].
+pub async fn timed<T>(
+    limit: std::time::Duration,
+    op: impl std::future::Future<Output = Result<T, ProtoError>>,
+) -> Result<T, ProtoError> {
+    tokio::time::timeout(limit, op)
+        .await
+        .unwrap_or(Err(ProtoError::Timeout))
+}
+
 /// Protocol version spoken by this build.
 pub const VERSION: u64 = 1;
 
