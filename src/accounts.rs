@@ -88,6 +88,21 @@ pub enum AccountError {
     Internal(String),
 }
 
+impl AccountError {
+    /// The error code on the wire (framed protocol and HTTP API alike).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AccountError::BadCredentials => "bad_credentials",
+            AccountError::Unauthorized => "unauthorized",
+            AccountError::Exists(_) => "exists",
+            AccountError::NotFound(_) => "not_found",
+            AccountError::BadName(_) | AccountError::BadPassword(_) => "bad_request",
+            AccountError::RegistrationClosed => "registration_closed",
+            AccountError::Db(_) | AccountError::Internal(_) => "internal",
+        }
+    }
+}
+
 /// A user as the services see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{accounts, echo, framed, proto, server, store};
+use crate::{accounts, echo, framed, proto, server, store, web};
 
 /// Errors loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,8 @@ pub struct Config {
     pub accounts: AccountsConfig,
     /// The file store.
     pub files: FilesConfig,
+    /// The web port: static site, browser app and HTTP API.
+    pub web: WebConfig,
 }
 
 impl Default for Config {
@@ -53,6 +55,86 @@ impl Default for Config {
             framed: FramedConfig::default(),
             accounts: AccountsConfig::default(),
             files: FilesConfig::default(),
+            web: WebConfig::default(),
+        }
+    }
+}
+
+/// `[web]`: the web port of `sockit serve`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Run the web port at all.
+    pub enabled: bool,
+    /// Address to listen on.
+    pub bind: String,
+    /// The static site's folder; empty means `<data_dir>/public`.
+    pub root: PathBuf,
+    /// Show listings of folders without `index.html`.
+    pub list: bool,
+    /// Serve dot-files.
+    pub hidden: bool,
+    /// Follow symlinks that lead out of the site's folder.
+    pub follow_symlinks: bool,
+    /// `Cache-Control` of the site's files; empty sends none.
+    pub cache_control: String,
+    /// Compress text on the fly for clients that accept it.
+    pub compress: bool,
+    /// `Content-Security-Policy` of the static site.
+    pub csp: String,
+    /// Serve the browser app at `/app/` and the API at `/api/`.
+    pub app: bool,
+    /// Time a client has to send a request's headers.
+    #[serde(with = "human_duration")]
+    pub header_timeout: Duration,
+    /// Largest request header block, in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        let site = web::site::SiteOptions::new("");
+        WebConfig {
+            enabled: true,
+            bind: web::DEFAULT_WEB_ADDR.into(),
+            root: PathBuf::new(),
+            list: site.list,
+            hidden: site.hidden,
+            follow_symlinks: site.follow_symlinks,
+            cache_control: site.cache_control.unwrap_or_default(),
+            compress: site.compress,
+            csp: web::DEFAULT_CSP.into(),
+            app: true,
+            header_timeout: web::DEFAULT_HEADER_TIMEOUT,
+            max_header_bytes: web::DEFAULT_MAX_HEADER_BYTES,
+        }
+    }
+}
+
+impl WebConfig {
+    /// The site's options, its folder resolved against `data_dir`.
+    pub fn site_options(&self, data_dir: &Path) -> web::site::SiteOptions {
+        let root = if self.root.as_os_str().is_empty() {
+            data_dir.join("public")
+        } else {
+            self.root.clone()
+        };
+        let mut o = web::site::SiteOptions::new(root);
+        o.list = self.list;
+        o.hidden = self.hidden;
+        o.follow_symlinks = self.follow_symlinks;
+        o.cache_control = (!self.cache_control.is_empty()).then(|| self.cache_control.clone());
+        o.compress = self.compress;
+        o
+    }
+
+    /// The port's settings.
+    pub fn to_settings(&self) -> web::Settings {
+        web::Settings {
+            header_timeout: self.header_timeout,
+            max_header_bytes: self.max_header_bytes,
+            csp: self.csp.clone(),
+            tls: false,
         }
     }
 }
@@ -249,6 +331,12 @@ impl Config {
         let config: Config = toml::from_str(text).map_err(|e| e.message().to_string())?;
         if config.limits.max_connections == 0 {
             return Err("limits.max_connections must be at least 1".into());
+        }
+        if config.web.max_header_bytes < 1024 {
+            return Err("web.max_header_bytes must be at least 1024".into());
+        }
+        if http::HeaderValue::from_str(&config.web.csp).is_err() {
+            return Err("web.csp must be a valid header value".into());
         }
         if config.framed.max_header == 0 || config.framed.max_header > u32::MAX as usize {
             return Err("framed.max_header must be between 1 and 4294967295".into());

@@ -114,16 +114,7 @@ impl From<PathError> for HandlerError {
 
 impl From<AccountError> for HandlerError {
     fn from(e: AccountError) -> Self {
-        let code = match &e {
-            AccountError::BadCredentials => "bad_credentials",
-            AccountError::Unauthorized => "unauthorized",
-            AccountError::Exists(_) => "exists",
-            AccountError::NotFound(_) => "not_found",
-            AccountError::BadName(_) | AccountError::BadPassword(_) => "bad_request",
-            AccountError::RegistrationClosed => "registration_closed",
-            AccountError::Db(_) | AccountError::Internal(_) => "internal",
-        };
-        HandlerError::refuse(code, e.to_string())
+        HandlerError::refuse(e.code(), e.to_string())
     }
 }
 

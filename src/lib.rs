@@ -20,6 +20,9 @@
 //! - [`files`]: the file service: put, get, ls, rm, mv, mkdir, verified and
 //!   resumable, server and client.
 //! - [`netcat`]: `connect` and `listen`, a netcat-style client and its mirror.
+//! - [`web`]: the HTTP port: the static site server (`sockit web`), the file
+//!   store in the browser (`/app/`) and its JSON API (`/api/`).
+//! - [`fetch`]: `sockit fetch`, the HTTP client.
 //! - [`bench`]: the load generator behind the numbers in `bench/`.
 //!
 //! And [`serve`], which binds and runs every enabled service together.
@@ -29,6 +32,7 @@ pub mod bench;
 pub mod config;
 pub mod credentials;
 pub mod echo;
+pub mod fetch;
 pub mod files;
 pub mod framed;
 pub mod netcat;
@@ -36,3 +40,4 @@ pub mod proto;
 pub mod serve;
 pub mod server;
 pub mod store;
+pub mod web;

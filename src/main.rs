@@ -16,7 +16,7 @@ use sockit::bench::{self, BenchMode};
 use sockit::config::Config;
 use sockit::echo::{self, Mode};
 use sockit::files::commands;
-use sockit::{netcat, serve, server};
+use sockit::{netcat, serve, server, web};
 
 /// sockit: echo servers, a netcat-style client, a framed protocol and a load
 /// generator, in one binary.
@@ -34,6 +34,9 @@ enum Command {
     Serve(ServeArgs),
     /// Run only the echo service (TCP and UDP on one port).
     Echo(EchoArgs),
+    /// Serve a folder over HTTP: what `python -m http.server` does, done
+    /// properly (ranges, caching validators, compression, safe paths).
+    Web(WebArgs),
     /// Talk to a TCP or UDP server, as netcat does: lines from a terminal,
     /// or stdin streamed to the socket and the socket to stdout.
     Connect(ConnectArgs),
@@ -230,6 +233,9 @@ struct ServeArgs {
     /// Address of the framed port [default: 127.0.0.1:7070]
     #[arg(long, value_name = "ADDR")]
     framed_bind: Option<String>,
+    /// Address of the web port (site, app, API) [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    web_bind: Option<String>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -275,6 +281,39 @@ struct EchoArgs {
     /// Serve UDP only
     #[arg(long)]
     udp_only: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+#[derive(Args)]
+struct WebArgs {
+    /// Folder to serve
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Address to listen on
+    #[arg(long, short, default_value = web::DEFAULT_WEB_ADDR, value_name = "ADDR")]
+    bind: String,
+    /// Answer 404 instead of listing folders that have no index.html
+    #[arg(long)]
+    no_list: bool,
+    /// Serve dot-files (refused by default)
+    #[arg(long)]
+    hidden: bool,
+    /// Follow symlinks that lead out of the folder (refused by default)
+    #[arg(long)]
+    follow_symlinks: bool,
+    /// Cache-Control header of files; "" sends none
+    #[arg(long, default_value = "no-cache", value_name = "VALUE")]
+    cache_control: String,
+    /// Never compress on the fly (precompressed .br/.gz files are still used)
+    #[arg(long)]
+    no_compress: bool,
+    /// Content-Security-Policy header of every response
+    #[arg(long, default_value = web::DEFAULT_CSP, value_name = "POLICY")]
+    csp: String,
+    /// Time a client has to send a request's headers
+    #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -393,11 +432,47 @@ fn run(command: Command) -> Result<()> {
             if let Some(a) = args.framed_bind {
                 config.framed.bind = a;
             }
+            if let Some(a) = args.web_bind {
+                config.web.bind = a;
+            }
             args.limits.apply(&mut config);
             runtime()?.block_on(async {
                 server::raise_nofile_limit();
                 let bound = serve::bind(config).await?;
                 bound.run(on_signal()).await;
+                Ok(())
+            })
+        }
+        Command::Web(args) => {
+            let mut config = Config::default();
+            args.limits.apply(&mut config);
+            let mut options = web::site::SiteOptions::new(args.dir);
+            options.list = !args.no_list;
+            options.hidden = args.hidden;
+            options.follow_symlinks = args.follow_symlinks;
+            options.cache_control = (!args.cache_control.is_empty()).then_some(args.cache_control);
+            options.compress = !args.no_compress;
+            let settings = web::Settings {
+                header_timeout: args.header_timeout,
+                csp: args.csp,
+                ..web::Settings::default()
+            };
+            let site = web::site::Site::open(options)?;
+            runtime()?.block_on(async {
+                server::raise_nofile_limit();
+                let listener = server::bind_tcp(&args.bind).await?;
+                tracing::info!(root = %site.root().display(), "serving folder");
+                let handler = web::HttpHandler {
+                    web: web::Web::new(settings, Some(site), None),
+                };
+                server::serve(
+                    "web",
+                    listener,
+                    handler,
+                    config.limits.to_limits(),
+                    on_signal(),
+                )
+                .await;
                 Ok(())
             })
         }

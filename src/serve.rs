@@ -19,6 +19,7 @@ use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::framed::{FramedHandler, Services};
 use crate::store::Store;
+use crate::web::{self, HttpHandler, Web};
 use crate::{echo, server};
 
 /// Errors starting the services.
@@ -36,6 +37,9 @@ pub enum ServeError {
     /// The file store could not be opened.
     #[error("cannot open the file store: {0}")]
     Store(std::io::Error),
+    /// The web port's site folder could not be opened.
+    #[error("web: {0}")]
+    Site(std::io::Error),
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -51,6 +55,7 @@ pub struct Bound {
     echo_tcp: Option<TcpListener>,
     echo_udp: Option<UdpSocket>,
     framed: Option<TcpListener>,
+    web: Option<(TcpListener, Web)>,
     services: Services,
 }
 
@@ -64,7 +69,8 @@ pub async fn bind(config: Config) -> Result<Bound, ServeError> {
         path: config.data_dir.clone(),
         source,
     })?;
-    let services = if config.framed.enabled {
+    let web_app = config.web.enabled && config.web.app;
+    let services = if config.framed.enabled || web_app {
         let accounts = Accounts::open(&config.data_dir, config.accounts.to_settings())?;
         let store = if config.files.enabled {
             Some(
@@ -85,6 +91,7 @@ pub async fn bind(config: Config) -> Result<Bound, ServeError> {
         echo_tcp: None,
         echo_udp: None,
         framed: None,
+        web: None,
         config,
         services,
     };
@@ -111,7 +118,42 @@ pub async fn bind(config: Config) -> Result<Bound, ServeError> {
                 .map_err(bind_err("framed"))?,
         );
     }
+    if c.web.enabled {
+        let listener = server::bind_tcp(&c.web.bind)
+            .await
+            .map_err(bind_err("web"))?;
+        let options = c.web.site_options(&c.data_dir);
+        if c.web.root.as_os_str().is_empty() {
+            create_default_site(&options.root).map_err(ServeError::Site)?;
+        }
+        let site = web::site::Site::open(options).map_err(ServeError::Site)?;
+        let api = match (&bound.services.accounts, web_app) {
+            (Some(accounts), true) => Some(web::api::Api {
+                accounts: accounts.clone(),
+                store: bound.services.store.clone(),
+            }),
+            _ => None,
+        };
+        let w = Web::new(c.web.to_settings(), Some(site), api);
+        bound.web = Some((listener, w));
+    }
     Ok(bound)
+}
+
+/// The page `<data>/public/index.html` starts with, when the folder is new.
+const WELCOME_PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>sockit</title></head><body><h1>sockit is running</h1>\
+<p>This page is <code>public/index.html</code> in the data folder: replace it with your site.</p>\
+<p>Your files are in the <a href=\"/app/\">file store</a>.</p></body></html>\n";
+
+/// Creates the default site folder with a welcome page the first time.
+fn create_default_site(root: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::create_dir(root) {
+        Ok(()) => std::fs::write(root.join("index.html"), WELCOME_PAGE),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 impl Bound {
@@ -128,6 +170,11 @@ impl Bound {
     /// The framed port's address, if it runs.
     pub fn framed_addr(&self) -> Option<SocketAddr> {
         self.framed.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The web port's address, if it runs.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` fires and every service has stopped.
@@ -153,6 +200,15 @@ impl Bound {
                 "framed",
                 listener,
                 handler,
+                limits,
+                shutdown.clone(),
+            ));
+        }
+        if let Some((listener, web)) = self.web {
+            tasks.spawn(server::serve(
+                "web",
+                listener,
+                HttpHandler { web },
                 limits,
                 shutdown.clone(),
             ));

@@ -250,7 +250,7 @@ async fn put(
             })
         }
     };
-    let published = blocking(move || upload.finish(file, hasher, written, &expected)).await?;
+    let published = blocking(move || upload.finish(file, hasher, written, Some(&expected))).await?;
     let ok = Frame::new("put_ok")
         .with("path", published.path)
         .with("length", published.length)
@@ -440,7 +440,7 @@ async fn stage_inline(
         std::io::Write::write_all(&mut file, &body)
             .map_err(|e| StoreError::Io(format!("writing: {e}")))?;
         hasher.update(&body);
-        upload.stage(file, hasher, body.len() as u64, &expected)
+        upload.stage(file, hasher, body.len() as u64, Some(&expected))
     })
     .await
 }

@@ -549,6 +549,26 @@ impl Store {
         })
     }
 
+    /// Bytes already held for an upload of `length` bytes of `source` to
+    /// `path` (what [`begin_upload`](Self::begin_upload) would resume from);
+    /// 0 when none.
+    pub fn partial_offset(
+        &self,
+        user_key: &str,
+        path: &RemotePath,
+        length: u64,
+        source: &Source,
+    ) -> Result<u64, StoreError> {
+        let space = self.space(user_key)?;
+        let key = partial_key(path, length, source);
+        let held = space
+            .open_dir(path::RESERVED)
+            .and_then(|d| d.metadata(&key))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        Ok(if held > length { 0 } else { held })
+    }
+
     /// Removes partial uploads older than the configured time to live.
     pub fn sweep_partials(&self) -> io::Result<usize> {
         let ttl = self.inner.settings.partial_ttl;
@@ -733,7 +753,20 @@ impl Upload {
         self.file.take()
     }
 
-    /// Verifies the hash, makes the data durable and publishes the file.
+    /// Makes what was written so far durable, so the offset a client is
+    /// told to resume from survives a crash.
+    pub fn sync_partial(file: &std::fs::File) -> Result<(), StoreError> {
+        file.sync_data()
+            .map_err(|e| StoreError::Io(format!("syncing a partial upload: {e}")))
+    }
+
+    /// Abandons the upload and deletes what it stored (a failed check).
+    pub fn discard(self) {
+        let _ = self.partial_dir.remove_file(&self.partial_name);
+    }
+
+    /// Verifies the hash (when one is given), makes the data durable and
+    /// publishes the file.
     /// On a mismatch the partial file is deleted and nothing is published.
     /// `file` and `hasher` are what [`take_writer`](Self::take_writer) gave,
     /// after `written` more bytes went through both.
@@ -742,7 +775,7 @@ impl Upload {
         file: std::fs::File,
         hasher: blake3::Hasher,
         written: u64,
-        expected_hex: &str,
+        expected_hex: Option<&str>,
     ) -> Result<Published, StoreError> {
         let staged = self.stage(file, hasher, written, expected_hex)?;
         let io = |e: io::Error| StoreError::Io(format!("publishing: {e}"));
@@ -761,7 +794,7 @@ impl Upload {
         file: std::fs::File,
         hasher: blake3::Hasher,
         written: u64,
-        expected_hex: &str,
+        expected_hex: Option<&str>,
     ) -> Result<Staged, StoreError> {
         let io = |e: io::Error| StoreError::Io(format!("publishing: {e}"));
         if self.offset + written != self.length {
@@ -772,7 +805,7 @@ impl Upload {
             )));
         }
         let actual = hasher.finalize().to_hex().to_string();
-        if !actual.eq_ignore_ascii_case(expected_hex.trim()) {
+        if expected_hex.is_some_and(|e| !actual.eq_ignore_ascii_case(e.trim())) {
             drop(file);
             let _ = self.partial_dir.remove_file(&self.partial_name);
             warn!(path = %self.path, "checksum mismatch; partial upload discarded");
@@ -910,7 +943,7 @@ mod tests {
         file.write_all(data).unwrap();
         hasher.update(data);
         let hash = blake3::hash(data).to_hex().to_string();
-        up.finish(file, hasher, data.len() as u64, &hash)
+        up.finish(file, hasher, data.len() as u64, Some(&hash))
     }
 
     #[test]
@@ -949,7 +982,7 @@ mod tests {
         hasher.update(b"abc");
         let wrong = blake3::hash(b"abd").to_hex().to_string();
         assert!(matches!(
-            up.finish(file, hasher, 3, &wrong),
+            up.finish(file, hasher, 3, Some(&wrong)),
             Err(StoreError::ChecksumMismatch)
         ));
         assert!(s.list("u", &RemotePath::root(), false).unwrap().is_empty());
@@ -996,7 +1029,7 @@ mod tests {
         file.write_all(&data[40_000..]).unwrap();
         hasher.update(&data[40_000..]);
         let published = up
-            .finish(file, hasher, 60_000, &blake3::hash(&data).to_hex())
+            .finish(file, hasher, 60_000, Some(&blake3::hash(&data).to_hex()))
             .unwrap();
         assert_eq!(published.length, 100_000);
         // Another source version (mtime) starts over.

@@ -1,0 +1,321 @@
+//! The HTTP port: the static site server (`sockit web`), the file store in
+//! the browser (`/app/`) and its JSON API (`/api/`, see `docs/http-api.md`).
+//!
+//! HTTP is parsed by hyper (HTTP/1.1 and HTTP/2, one connection per task on
+//! the shared [`crate::server`] runtime, which supplies the connection limit
+//! and graceful shutdown). This module adds what hyper leaves to its user: a
+//! header read timeout (slow-loris), an idle timeout between requests,
+//! security headers on every response and one access-log line per request.
+//!
+//! - [`site`]: static files from a folder: conditional requests, ranges,
+//!   compression, listings, a small-file cache.
+//! - [`api`]: the JSON API over the accounts and the file store.
+//! - [`app`]: the browser app's embedded files.
+
+pub mod api;
+pub mod app;
+pub mod body;
+pub mod range;
+pub mod site;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::server::{ConnCtx, Handler};
+
+/// Default address of the web port.
+pub const DEFAULT_WEB_ADDR: &str = "127.0.0.1:8080";
+/// Default time a client has to send a request's headers.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default cap on a request's header block, in bytes.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The policy of the app, the API and (by default) the static site: no
+/// inline script, nothing from elsewhere, never framed.
+pub const DEFAULT_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; media-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// Settings of one web port.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Time allowed for a request's headers to arrive.
+    pub header_timeout: Duration,
+    /// Largest header block accepted (larger gets 431).
+    pub max_header_bytes: usize,
+    /// `Content-Security-Policy` of the static site.
+    pub csp: String,
+    /// The port speaks TLS (cookies get `Secure`).
+    pub tls: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            csp: DEFAULT_CSP.to_string(),
+            tls: false,
+        }
+    }
+}
+
+/// Everything one web port serves. Cheap to clone.
+#[derive(Clone)]
+pub struct Web {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    /// The static site at `/`, if any.
+    site: Option<site::Site>,
+    /// The API at `/api/` (and the app at `/app/`), if accounts run.
+    api: Option<axum::Router>,
+    /// Pre-built security header values.
+    csp_site: HeaderValue,
+}
+
+impl std::fmt::Debug for Web {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Web")
+            .field("settings", &self.inner.settings)
+            .field("site", &self.inner.site)
+            .field("api", &self.inner.api.is_some())
+            .finish()
+    }
+}
+
+impl Web {
+    /// A web port serving `site` at `/` and, when given, the app and the API.
+    pub fn new(settings: Settings, site: Option<site::Site>, api: Option<api::Api>) -> Web {
+        let csp_site = HeaderValue::from_str(&settings.csp)
+            .unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CSP));
+        let api = api.map(|a| a.router(settings.tls));
+        Web {
+            inner: Arc::new(Inner {
+                settings,
+                site,
+                api,
+                csp_site,
+            }),
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let target = req.uri().path_and_query().map(|p| p.as_str().to_owned());
+        let version = req.version();
+        let path = req.uri().path();
+        let dynamic = self.inner.api.is_some()
+            && (path == "/api"
+                || path.starts_with("/api/")
+                || path == "/app"
+                || path.starts_with("/app/"));
+        let mut response = if dynamic {
+            if path == "/app" {
+                redirect("/app/")
+            } else if path.starts_with("/app/") {
+                app::serve(&req)
+            } else {
+                let router = self.inner.api.clone().expect("checked above");
+                let mut req = req.map(Body::new);
+                req.extensions_mut().insert(api::Peer(peer));
+                match tower::ServiceExt::oneshot(router, req).await {
+                    Ok(r) => r,
+                    Err(e) => match e {},
+                }
+            }
+        } else if let Some(site) = &self.inner.site {
+            site.serve(&req).await
+        } else {
+            site::not_found_page()
+        };
+        let headers = response.headers_mut();
+        let csp = if dynamic {
+            HeaderValue::from_static(DEFAULT_CSP)
+        } else {
+            self.inner.csp_site.clone()
+        };
+        headers
+            .entry(header::CONTENT_SECURITY_POLICY)
+            .or_insert(csp);
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        let line = body::AccessLine {
+            peer,
+            method,
+            target: target.unwrap_or_else(|| "/".into()),
+            version,
+            status: response.status(),
+            started,
+        };
+        response.map(|b| Body::new(body::Logged::new(b, line)))
+    }
+}
+
+/// A `301` to `location`.
+pub(crate) fn redirect(location: &str) -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// Serves HTTP connections on the shared runtime.
+#[derive(Debug, Clone)]
+pub struct HttpHandler {
+    /// What the port serves.
+    pub web: Web,
+}
+
+impl Handler for HttpHandler {
+    async fn serve(&self, stream: TcpStream, ctx: ConnCtx) {
+        let settings = &self.web.inner.settings;
+        let activity = Arc::new(AtomicU64::new(0));
+        let born = Instant::now();
+        let io = TokioIo::new(Watched {
+            inner: stream,
+            activity: activity.clone(),
+            born,
+        });
+        let web = self.web.clone();
+        let peer = ctx.peer;
+        let service = hyper::service::service_fn(move |req| {
+            let web = web.clone();
+            async move { Ok::<_, Infallible>(web.handle(req, peer).await) }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_timeout)
+            .max_buf_size(settings.max_header_bytes.max(8192))
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(100)
+            .max_header_list_size(settings.max_header_bytes as u32);
+        let conn = builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+        let idle = ctx.idle_timeout;
+        let idle_watch = async {
+            loop {
+                let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+                let deadline = born + last + idle;
+                if Instant::now() >= deadline {
+                    return;
+                }
+                tokio::time::sleep_until(deadline.into()).await;
+            }
+        };
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    debug!(peer = %ctx.peer, "http connection ended: {e}");
+                }
+            }
+            _ = ctx.shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+            _ = idle_watch => debug!(peer = %ctx.peer, "idle timeout"),
+        }
+    }
+}
+
+/// A stream that records when it last moved bytes, for the idle timeout.
+struct Watched {
+    inner: TcpStream,
+    /// Milliseconds after `born` of the last read or write.
+    activity: Arc<AtomicU64>,
+    born: Instant,
+}
+
+impl Watched {
+    fn touch(&self) {
+        self.activity
+            .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
