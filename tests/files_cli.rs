@@ -31,6 +31,8 @@ fn serve_with(data: &Path, framed_bind: &str, extra: &[&str]) -> Server {
             "127.0.0.1:0",
             "--framed-bind",
             framed_bind,
+            "--web-bind",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(data)

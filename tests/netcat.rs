@@ -343,7 +343,7 @@ fn accept_loop_survives_running_out_of_descriptors() {
 fn sigterm_stops_serve_with_exit_0() {
     let dir = tempfile::tempdir().unwrap();
     let args = format!(
-        "serve --data-dir {} --echo-bind 127.0.0.1:0 --framed-bind 127.0.0.1:0",
+        "serve --data-dir {} --echo-bind 127.0.0.1:0 --framed-bind 127.0.0.1:0 --web-bind 127.0.0.1:0",
         dir.path().display()
     );
     let (server, addr, _log) = start_server("", &args);

@@ -30,7 +30,7 @@ use tokio::sync::OnceCell;
 
 use super::body::{file_body, file_parts_body, Part};
 use super::range::{self, Ranges, Validators};
-use crate::store::path::{resolve, PathError, RemotePath, Resolved};
+use crate::store::path::{resolve, PathError, RemotePath};
 
 /// Default cap on one file kept in memory.
 pub const DEFAULT_CACHE_FILE_MAX: u64 = 1024 * 1024;
@@ -181,19 +181,15 @@ pub fn parse_url_path(raw: &str) -> Result<(RemotePath, bool), PathError> {
     Ok((path, folder))
 }
 
-/// Opens `path` beneath the site's root: through the one resolution function,
-/// or, with `follow_symlinks`, through the ambient file system (symlinks may
-/// then lead anywhere, which is what the option asks for).
-fn open_beneath(site: &SiteInner, path: &RemotePath) -> std::io::Result<Resolved> {
+/// Opens `path` beneath the site's root through the one resolution
+/// function, or, with `follow_symlinks`, through the ambient file system
+/// (symlinks may then lead anywhere, which is what the option asks for).
+fn open_path(site: &SiteInner, path: &RemotePath) -> std::io::Result<std::fs::File> {
     if site.opts.follow_symlinks {
-        let parent = site.opts.root.join(path.parent().to_path_buf());
-        let dir = Dir::open_ambient_dir(parent, cap_std::ambient_authority())?;
-        Ok(Resolved {
-            dir,
-            name: path.name().map(String::from),
-        })
+        std::fs::File::open(site.opts.root.join(path.to_path_buf()))
     } else {
-        resolve(&site.root, path)
+        let r = resolve(&site.root, path)?;
+        Ok(r.dir.open(r.name_or_dot())?.into_std())
     }
 }
 
@@ -443,10 +439,7 @@ impl Site {
         }
         // Due for a check: a stat of a path whose directories are usually in
         // the kernel's cache, done inline, once per period per file.
-        let current = open_beneath(&self.inner, &hit.path).and_then(|r| {
-            let meta = r.dir.open(r.name_or_dot())?.into_std().metadata()?;
-            Ok(Stat::of(&meta))
-        });
+        let current = open_path(&self.inner, &hit.path).and_then(|f| Ok(Stat::of(&f.metadata()?)));
         match current {
             Ok(s) if s == hit.stat => {
                 hit.checked_ms.store(now, Ordering::Relaxed);
@@ -869,15 +862,11 @@ fn compress_stream(file: std::fs::File, coding: &'static str) -> Body {
 /// Finds what `path` names (blocking): a file (cached when small), a folder's
 /// `index.html` or its listing, or nothing.
 fn lookup(site: &SiteInner, path: &RemotePath, folder: bool, key: String, enc: Accepts) -> Found {
-    let Ok(resolved) = open_beneath(site, path) else {
+    // Folders open too (read-only), so a failure here is real: missing, or
+    // a symlink leading out.
+    let Ok(file) = open_path(site, path) else {
         return Found::NotFound;
     };
-    let Ok(handle) = resolved.dir.open(resolved.name_or_dot()) else {
-        // Maybe a folder (cap-std opens folders read-only too, so this is
-        // a real failure: missing, or a symlink leading out).
-        return Found::NotFound;
-    };
-    let file = handle.into_std();
     let Ok(meta) = file.metadata() else {
         return Found::NotFound;
     };
@@ -911,17 +900,10 @@ fn lookup(site: &SiteInner, path: &RemotePath, folder: bool, key: String, enc: A
         return Found::NotFound;
     };
     let stat = Stat::of(&meta);
-    let resolved = match open_beneath(site, &path) {
-        Ok(r) => r,
-        Err(_) => return Found::NotFound,
-    };
     let name = path.name().unwrap_or("index.html").to_string();
     let sibling_of = |suffix: &str| -> Option<(std::fs::File, u64)> {
-        let f = resolved
-            .dir
-            .open(format!("{name}.{suffix}"))
-            .ok()?
-            .into_std();
+        let sibling = path.parent().join(&format!("{name}.{suffix}")).ok()?;
+        let f = open_path(site, &sibling).ok()?;
         let m = f.metadata().ok()?;
         m.is_file().then(|| (f, m.len()))
     };

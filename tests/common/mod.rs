@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 pub struct TestServer {
     pub echo: SocketAddr,
     pub framed: SocketAddr,
+    pub web: SocketAddr,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<()>,
     pub data: tempfile::TempDir,
@@ -27,6 +28,7 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
     };
     config.echo.bind = "127.0.0.1:0".into();
     config.framed.bind = "127.0.0.1:0".into();
+    config.web.bind = "127.0.0.1:0".into();
     tweak(&mut config);
     let bound = sockit::serve::bind(config).await.expect("bind");
     let echo = bound
@@ -34,11 +36,13 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
         .or(bound.echo_udp_addr())
         .unwrap_or(([0, 0, 0, 0], 0).into());
     let framed = bound.framed_addr().unwrap_or(([0, 0, 0, 0], 0).into());
+    let web = bound.web_addr().unwrap_or(([0, 0, 0, 0], 0).into());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(bound.run(shutdown.clone()));
     TestServer {
         echo,
         framed,
+        web,
         shutdown,
         task,
         data,
