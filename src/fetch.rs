@@ -803,7 +803,7 @@ impl Session<'_> {
                 },
             };
         }
-        let io_kind = chain(&e).find_map(|s| s.downcast_ref::<io::Error>().map(io::Error::kind));
+        let io_kind = chain(&e).find_map(io_kind);
         if e.is_connect() {
             return match io_kind {
                 Some(io::ErrorKind::ConnectionRefused) => FetchError::Refused(host),
@@ -932,13 +932,25 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// A rustls error in the chain. rustls errors travel inside `io::Error`s,
-/// whose `source()` skips them, so each `io::Error` is opened too.
+/// sometimes one inside another, and an `io::Error`'s `source()` skips what
+/// it wraps, so each one is opened.
 fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    e.downcast_ref::<rustls::Error>().or_else(|| {
-        e.downcast_ref::<io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    })
+    let mut e = e;
+    loop {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        e = e.downcast_ref::<io::Error>()?.get_ref()?;
+    }
+}
+
+/// The kind of the innermost `io::Error` wrapped in `e`, if `e` is one.
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
+    let mut io = e.downcast_ref::<io::Error>()?;
+    while let Some(inner) = io.get_ref().and_then(|i| i.downcast_ref::<io::Error>()) {
+        io = inner;
+    }
+    Some(io.kind())
 }
 
 fn describe_tls(e: &rustls::Error) -> String {
@@ -952,7 +964,8 @@ fn describe_tls(e: &rustls::Error) -> String {
                 "the server's certificate is not valid for this host name".into()
             }
             C::Revoked => "the server's certificate has been revoked".into(),
-            other => format!("the server's certificate is not trusted ({other:?})"),
+            C::Other(other) => format!("the server's certificate is not accepted ({other})"),
+            other => format!("the server's certificate is not accepted ({other:?})"),
         },
         other => other.to_string(),
     }

@@ -42,6 +42,10 @@ enum Command {
     Connect(ConnectArgs),
     /// Wait for a client and relay it to stdin/stdout, as `ncat -l` does.
     Listen(ListenArgs),
+    /// Download a URL over HTTP or HTTPS (HTTP/1.1 or HTTP/2), following
+    /// redirects: the body to stdout, or with -o saved atomically to a file,
+    /// resumable with -c.
+    Fetch(FetchArgs),
     /// Load-test a server and report rate and latency.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -311,8 +315,9 @@ struct WebArgs {
     /// Content-Security-Policy header of every response
     #[arg(long, default_value = web::DEFAULT_CSP, value_name = "POLICY")]
     csp: String,
-    /// Time a client has to send a request's headers
-    #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    /// Time a client has to send a request's headers; also how long an idle
+    /// keep-alive connection waits for its next request
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     header_timeout: Duration,
     #[command(flatten)]
     limits: LimitArgs,
@@ -340,6 +345,45 @@ struct ListenArgs {
     /// Keep accepting clients: print what every client sends, send stdin to all
     #[arg(long, short)]
     keep_open: bool,
+}
+
+#[derive(Args)]
+struct FetchArgs {
+    /// http:// or https:// URL
+    url: String,
+    /// Save the body to FILE (through FILE.part, renamed when complete); `-` is stdout [default: stdout]
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Resume an interrupted download from FILE.part (needs -o FILE)
+    #[arg(long = "continue", short = 'c', requires = "output")]
+    resume: bool,
+    /// Send HEAD and print the response's status and headers instead of a body
+    #[arg(long, short = 'I', conflicts_with_all = ["output", "resume"])]
+    head: bool,
+    /// Extra request header, e.g. -H 'Accept: text/plain' (repeatable)
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Also trust the CA certificate(s) in this PEM file
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// Speak HTTP/2 from the first byte on http:// (h2c); https negotiates it by itself
+    #[arg(long)]
+    http2_prior_knowledge: bool,
+    /// Follow at most N redirects
+    #[arg(long, value_name = "N", default_value_t = sockit::fetch::DEFAULT_MAX_REDIRECTS)]
+    max_redirects: usize,
+    /// Give up connecting after this long (10s, 500ms, or seconds)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = sockit::fetch::parse_duration)]
+    connect_timeout: Duration,
+    /// Give up on the whole transfer after this long [default: no limit]
+    #[arg(long, value_name = "DURATION", value_parser = sockit::fetch::parse_duration)]
+    timeout: Option<Duration>,
+    /// Fail when the server sends nothing for this long
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = sockit::fetch::parse_duration)]
+    idle_timeout: Duration,
+    /// No progress bar and no summary line
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -384,7 +428,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            // The platform verifier logs each refused certificate as an
+            // error; `sockit fetch` reports it once, in its own words.
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,rustls_platform_verifier=off")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -572,6 +619,24 @@ fn run(command: Command) -> Result<()> {
             a.parents,
         )),
         Command::Admin(cmd) => admin(cmd),
+        Command::Fetch(a) => {
+            let opts = sockit::fetch::FetchOptions {
+                url: a.url,
+                output: sockit::fetch::Output::from_arg(a.output),
+                resume: a.resume,
+                head: a.head,
+                headers: a.headers,
+                max_redirects: a.max_redirects,
+                connect_timeout: a.connect_timeout,
+                timeout: a.timeout,
+                idle_timeout: a.idle_timeout,
+                cacert: a.cacert,
+                http2_prior_knowledge: a.http2_prior_knowledge,
+                quiet: a.quiet,
+            };
+            runtime()?.block_on(sockit::fetch::run(&opts))?;
+            Ok(())
+        }
         Command::Bench(BenchCommand::Echo(args)) => {
             let size = args.size.unwrap_or(match args.mode {
                 BenchMode::Bulk => 128 * 1024,

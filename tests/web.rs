@@ -29,6 +29,14 @@ async fn serve_site(
     prepare: impl FnOnce(&Path),
     tweak: impl FnOnce(&mut SiteOptions, &mut Settings),
 ) -> Served {
+    serve_site_with(prepare, tweak, Limits::default()).await
+}
+
+async fn serve_site_with(
+    prepare: impl FnOnce(&Path),
+    tweak: impl FnOnce(&mut SiteOptions, &mut Settings),
+    limits: Limits,
+) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("site");
     std::fs::create_dir(&root).unwrap();
@@ -49,7 +57,7 @@ async fn serve_site(
         "web",
         listener,
         handler,
-        Limits::default(),
+        limits,
         shutdown.clone(),
     ));
     Served {
@@ -708,4 +716,32 @@ async fn http2_prior_knowledge_works() {
         .unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.text().await.unwrap(), "hello, world\n");
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(400),
+        ..Limits::default()
+    };
+    let s = serve_site_with(|_| {}, |_, _| {}, limits).await;
+    let mut sock = TcpStream::connect(s.addr).await.unwrap();
+    sock.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = sock.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let answered = Instant::now();
+    // Then nothing: the server closes the connection (EOF).
+    let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf))
+        .await
+        .expect("closed by the idle timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        answered.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        answered.elapsed()
+    );
 }
