@@ -72,8 +72,8 @@ pub enum FetchError {
     /// Options that do not go together.
     #[error("{0}")]
     Usage(String),
-    /// The server answered with an error status (or a redirect it did not
-    /// complete).
+    /// The final answer is not a success: an error status, or a redirect
+    /// with nowhere to go.
     #[error("HTTP {status}: {url}")]
     Status { status: String, url: String },
     /// More redirects than allowed (a loop, typically).
@@ -461,12 +461,12 @@ impl Session<'_> {
         }
     }
 
-    /// An error unless the status is a success or one of `allowed`.
-    fn check_status(resp: &Response, allowed: &[StatusCode]) -> Result<(), FetchError> {
-        let status = resp.status();
-        if status.is_success() || allowed.contains(&status) {
+    /// An error unless the final status is a success (2xx).
+    fn check_status(resp: &Response) -> Result<(), FetchError> {
+        if resp.status().is_success() {
             return Ok(());
         }
+        let status = resp.status();
         Err(FetchError::Status {
             status: match status.canonical_reason() {
                 Some(reason) => format!("{} {reason}", status.as_u16()),
@@ -492,7 +492,7 @@ impl Session<'_> {
             .await
             .map_err(FetchError::Stdout)?;
         out.flush().await.map_err(FetchError::Stdout)?;
-        Self::check_status(&resp, &[])?;
+        Self::check_status(&resp)?;
         Ok(Fetched {
             url: resp.url().clone(),
             status: resp.status(),
@@ -505,7 +505,7 @@ impl Session<'_> {
 
     async fn to_stdout(&self) -> Result<Fetched, FetchError> {
         let mut resp = self.send(reqwest::Method::GET, None).await?;
-        Self::check_status(&resp, &[])?;
+        Self::check_status(&resp)?;
         let expected = resp.content_length();
         let mut out = tokio::io::stdout();
         let mut received = 0;
@@ -515,7 +515,7 @@ impl Session<'_> {
         let flushed = out.flush().await;
         pumped?;
         flushed.map_err(FetchError::Stdout)?;
-        self.check_length(&resp, received, expected)?;
+        Self::check_length(&resp, received, expected)?;
         Ok(Fetched {
             url: resp.url().clone(),
             status: resp.status(),
@@ -557,12 +557,8 @@ impl Session<'_> {
         }
     }
 
-    fn check_length(
-        &self,
-        resp: &Response,
-        got: u64,
-        expected: Option<u64>,
-    ) -> Result<(), FetchError> {
+    /// An error when the body's length is not the announced one.
+    fn check_length(resp: &Response, got: u64, expected: Option<u64>) -> Result<(), FetchError> {
         match expected {
             Some(expected) if expected != got => Err(FetchError::Truncated {
                 host: host_port(resp.url()),
@@ -615,10 +611,7 @@ impl Session<'_> {
                 notice("the server sent the whole file (it changed, or it cannot resume); starting over");
                 return Ok(Resume::Whole(resp));
             }
-            _ => {
-                Self::check_status(&resp, &[])?;
-                return Ok(Resume::Whole(resp));
-            }
+            _ => return Self::check_status(&resp).map(|()| Resume::Whole(resp)),
         }
         // Here the server's copy is not the one the part was cut from.
         drop(resp);
@@ -696,7 +689,7 @@ impl Session<'_> {
             let total = resp.content_length();
             (resp, 0, total)
         };
-        Self::check_status(&resp, &[])?;
+        Self::check_status(&resp)?;
         // Only a 206 we asked for continues; any other success is the whole body.
         if resp.status() == StatusCode::PARTIAL_CONTENT && start == 0 {
             let raw = resp
@@ -739,7 +732,7 @@ impl Session<'_> {
         let flushed = out.flush().await.map_err(local(&part));
         pumped?;
         flushed?;
-        self.check_length(&resp, start + received, total)?;
+        Self::check_length(&resp, start + received, total)?;
         publish(out.into_inner(), &part, path, &side).await?;
         Ok(Fetched {
             url: resp.url().clone(),

@@ -634,8 +634,16 @@ fn run(command: Command) -> Result<()> {
                 http2_prior_knowledge: a.http2_prior_knowledge,
                 quiet: a.quiet,
             };
-            runtime()?.block_on(sockit::fetch::run(&opts))?;
-            Ok(())
+            match runtime()?.block_on(sockit::fetch::run(&opts)) {
+                // The reader went away (`sockit fetch URL | head`): not an
+                // error worth a message, as with any Unix filter.
+                Err(sockit::fetch::FetchError::Stdout(e))
+                    if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    Ok(())
+                }
+                r => r.map(|_| ()).map_err(Into::into),
+            }
         }
         Command::Bench(BenchCommand::Echo(args)) => {
             let size = args.size.unwrap_or(match args.mode {
@@ -681,6 +689,8 @@ fn client<F: std::future::Future<Output = Result<(), sockit::files::client::Clie
 
 fn admin(cmd: AdminCommand) -> Result<()> {
     let open = |data: &AdminDataArgs| {
+        std::fs::create_dir_all(&data.data_dir)
+            .with_context(|| format!("creating {}", data.data_dir.display()))?;
         Accounts::open(&data.data_dir, accounts::Settings::default())
             .with_context(|| format!("opening the accounts in {}", data.data_dir.display()))
     };

@@ -123,7 +123,17 @@ fn status_of(code: &str) -> StatusCode {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let code = e.code();
-        ApiError::new(status_of(code), code, e.to_string())
+        // The store's messages name the CLI's flags; say what HTTP needs.
+        let message = match &e {
+            StoreError::Exists(p) => {
+                format!("{p} already exists (ask again with overwrite to replace it)")
+            }
+            StoreError::NotEmpty(p) => {
+                format!("{p} is not empty (delete with ?recursive=1 to remove its content too)")
+            }
+            _ => e.to_string(),
+        };
+        ApiError::new(status_of(code), code, message)
     }
 }
 

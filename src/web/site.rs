@@ -194,7 +194,7 @@ fn open_path(site: &SiteInner, path: &RemotePath) -> std::io::Result<std::fs::Fi
 }
 
 /// What a URL path turned out to be.
-enum Found {
+enum Lookup {
     /// A file, opened, with its metadata.
     File {
         file: std::fs::File,
@@ -407,16 +407,16 @@ impl Site {
         let enc = accepts(req.headers());
         let found = tokio::task::spawn_blocking(move || lookup(&site, &path, folder, key, enc))
             .await
-            .unwrap_or(Found::NotFound);
+            .unwrap_or(Lookup::NotFound);
         match found {
-            Found::Cached(c) => self.respond_cached(req, &c).await,
-            Found::File {
+            Lookup::Cached(c) => self.respond_cached(req, &c).await,
+            Lookup::File {
                 file,
                 stat,
                 path,
                 sibling,
             } => self.respond_file(req, file, stat, &path, sibling),
-            Found::AddSlash => {
+            Lookup::AddSlash => {
                 let mut location = format!("{raw}/");
                 if let Some(q) = req.uri().query() {
                     location.push('?');
@@ -424,8 +424,8 @@ impl Site {
                 }
                 super::redirect(&location)
             }
-            Found::Listing(entries) => listing(req, raw, entries),
-            Found::NotFound => not_found_page(),
+            Lookup::Listing(entries) => listing(req, raw, entries),
+            Lookup::NotFound => not_found_page(),
         }
     }
 
@@ -869,43 +869,43 @@ fn compress_stream(file: std::fs::File, coding: &'static str) -> Body {
 
 /// Finds what `path` names (blocking): a file (cached when small), a folder's
 /// `index.html` or its listing, or nothing.
-fn lookup(site: &SiteInner, path: &RemotePath, folder: bool, key: String, enc: Accepts) -> Found {
+fn lookup(site: &SiteInner, path: &RemotePath, folder: bool, key: String, enc: Accepts) -> Lookup {
     // Folders open too (read-only), so a failure here is real: missing, or
     // a symlink leading out.
     let Ok(file) = open_path(site, path) else {
-        return Found::NotFound;
+        return Lookup::NotFound;
     };
     let Ok(meta) = file.metadata() else {
-        return Found::NotFound;
+        return Lookup::NotFound;
     };
     let (file, meta, path) = if meta.is_dir() {
         if !folder {
-            return Found::AddSlash;
+            return Lookup::AddSlash;
         }
         let Ok(dir) = Dir::from_std_file(file).try_clone() else {
-            return Found::NotFound;
+            return Lookup::NotFound;
         };
         match dir.open("index.html").map(|f| f.into_std()) {
             Ok(f) => match f.metadata() {
                 Ok(m) if m.is_file() => {
                     let index = match path.join("index.html") {
                         Ok(p) => p,
-                        Err(_) => return Found::NotFound,
+                        Err(_) => return Lookup::NotFound,
                     };
                     (f, m, index)
                 }
-                _ => return Found::NotFound,
+                _ => return Lookup::NotFound,
             },
-            Err(_) if site.opts.list => return Found::Listing(list_dir(&dir, site.opts.hidden)),
-            Err(_) => return Found::NotFound,
+            Err(_) if site.opts.list => return Lookup::Listing(list_dir(&dir, site.opts.hidden)),
+            Err(_) => return Lookup::NotFound,
         }
     } else if meta.is_file() {
         if folder {
-            return Found::NotFound;
+            return Lookup::NotFound;
         }
         (file, meta, path.clone())
     } else {
-        return Found::NotFound;
+        return Lookup::NotFound;
     };
     let stat = Stat::of(&meta);
     let name = path.name().unwrap_or("index.html").to_string();
@@ -913,13 +913,13 @@ fn lookup(site: &SiteInner, path: &RemotePath, folder: bool, key: String, enc: A
         let sibling = path.parent().join(&format!("{name}.{suffix}")).ok()?;
         let f = open_path(site, &sibling).ok()?;
         let m = f.metadata().ok()?;
-        m.is_file().then(|| (f, m.len()))
+        m.is_file().then_some((f, m.len()))
     };
     if stat.len <= site.opts.cache_file_max {
         if let Some(c) = load_cached(site, &file, stat, &path, &name, &sibling_of) {
             let c = Arc::new(c);
             insert_cached(site, key, c.clone());
-            return Found::Cached(c);
+            return Lookup::Cached(c);
         }
     }
     let sibling = if enc.br {
@@ -934,7 +934,7 @@ fn lookup(site: &SiteInner, path: &RemotePath, folder: bool, key: String, enc: A
             None
         }
     });
-    Found::File {
+    Lookup::File {
         file,
         stat,
         path,
