@@ -41,11 +41,9 @@ async fn the_app_works_in_headless_chromium() {
         return;
     }
     let srv = common::start(|_| {}).await;
-    let accounts = sockit::accounts::Accounts::open(
-        srv.data.path(),
-        sockit::accounts::Settings::default(),
-    )
-    .unwrap();
+    let accounts =
+        sockit::accounts::Accounts::open(srv.data.path(), sockit::accounts::Settings::default())
+            .unwrap();
     accounts.add_user("alice", "correct horse battery").unwrap();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let out = tokio::process::Command::new("node")
