@@ -745,3 +745,62 @@ async fn idle_keep_alive_connections_are_closed() {
         answered.elapsed()
     );
 }
+
+#[test]
+fn the_cli_serves_logs_each_request_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "<h1>hi</h1>").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sockit"))
+        .args(["web", "--bind", "127.0.0.1:0"])
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "exited early");
+        if line.contains("listening") {
+            break line.split("addr=").nth(1).unwrap().trim().to_string();
+        }
+    };
+    let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(
+        &mut sock,
+        b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut resp = String::new();
+    std::io::Read::read_to_string(&mut sock, &mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.ends_with("<h1>hi</h1>"),
+        "{resp}"
+    );
+    let access = loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no access line");
+        if line.contains("sockit::access") {
+            break line.clone();
+        }
+    };
+    for part in [
+        "method=GET",
+        "path=/index.html",
+        "status=200",
+        "bytes=11",
+        "peer=127.0.0.1:",
+        "ms=",
+    ] {
+        assert!(access.contains(part), "{part} missing from {access}");
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success(), "exit 0 after SIGTERM");
+}

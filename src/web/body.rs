@@ -232,3 +232,16 @@ impl http_body::Body for ChannelBody {
         SizeHint::with_exact(self.left)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::escape_log;
+
+    #[test]
+    fn log_text_cannot_forge_lines_or_drive_a_terminal() {
+        assert_eq!(escape_log("/a\nb"), "/a\\nb");
+        assert_eq!(escape_log("/\u{1b}[31mred"), "/\\u{1b}[31mred");
+        assert_eq!(escape_log("/back\\slash"), "/back\\\\slash");
+        assert_eq!(escape_log("/plain/ünï"), "/plain/ünï");
+    }
+}
