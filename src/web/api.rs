@@ -322,6 +322,11 @@ fn peer_ip(req_ext: &http::Extensions) -> Option<std::net::IpAddr> {
     req_ext.get::<Peer>().map(|p| p.0.ip())
 }
 
+/// An address for the log ("-" when unknown).
+fn shown(ip: Option<std::net::IpAddr>) -> String {
+    ip.map_or_else(|| "-".into(), |i| i.to_string())
+}
+
 /// Reads a JSON body of at most 64 KiB.
 async fn json_body<T: serde::de::DeserializeOwned>(req: Request) -> ApiResult<T> {
     let is_json = req
@@ -352,18 +357,18 @@ async fn login(State(st): State<ApiState>, req: Request) -> ApiResult {
     let check = c.name.clone();
     let delay = accounts.run(move |a| a.throttle(&check, ip)).await?;
     if !delay.is_zero() {
-        debug!(?ip, ?delay, "login throttled");
+        debug!(ip = %shown(ip), ?delay, "login throttled");
         tokio::time::sleep(delay).await;
     }
     let (name, password) = (c.name.clone(), c.password);
     let session = match accounts.run(move |a| a.login(&name, &password, ip)).await {
         Ok(s) => s,
         Err(e) => {
-            info!(?ip, "web login failed");
+            info!(ip = %shown(ip), "web login failed");
             return Err(e.into());
         }
     };
-    info!(?ip, user = %session.user.name, "web login");
+    info!(ip = %shown(ip), user = %session.user.name, "web login");
     if c.token {
         return Ok(Json(json!({
             "user": session.user.name,
@@ -396,7 +401,7 @@ async fn register(State(st): State<ApiState>, req: Request) -> ApiResult {
         .accounts
         .run(move |a| a.register(&name, &password))
         .await?;
-    info!(?ip, user = %user.name, "user registered (web)");
+    info!(ip = %shown(ip), user = %user.name, "user registered (web)");
     let (name, password) = (c.name, c.password);
     let session = st
         .api
