@@ -508,7 +508,8 @@ fn run(command: Command) -> Result<()> {
             runtime()?.block_on(async {
                 server::raise_nofile_limit();
                 let listener = server::bind_tcp(&args.bind).await?;
-                let root = std::fs::canonicalize(site.root()).unwrap_or_else(|_| site.root().into());
+                let root =
+                    std::fs::canonicalize(site.root()).unwrap_or_else(|_| site.root().into());
                 tracing::info!(root = %root.display(), "serving folder");
                 let handler = web::HttpHandler {
                     web: web::Web::new(settings, Some(site), None),

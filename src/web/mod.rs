@@ -28,6 +28,12 @@ use axum::body::Body;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::io::Write as _;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -40,9 +46,13 @@ pub const DEFAULT_WEB_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default cap on a request's header block, in bytes.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
-/// The policy of the app, the API and (by default) the static site: no
-/// inline script, nothing from elsewhere, never framed.
-pub const DEFAULT_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+/// The static site's default policy: everything from this origin only (so
+/// no inline script or style), no plugins, never framed.
+pub const DEFAULT_CSP: &str =
+    "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// The policy of the app and the API: the same, spelled out, with `data:`
+/// images.
+pub const APP_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; media-src 'self'; object-src 'none'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
@@ -152,7 +162,7 @@ impl Web {
         };
         let headers = response.headers_mut();
         let csp = if dynamic {
-            HeaderValue::from_static(DEFAULT_CSP)
+            HeaderValue::from_static(APP_CSP)
         } else {
             self.inner.csp_site.clone()
         };
@@ -206,10 +216,13 @@ impl Handler for HttpHandler {
     async fn serve(&self, stream: TcpStream, ctx: ConnCtx) {
         let settings = &self.web.inner.settings;
         let activity = Arc::new(AtomicU64::new(0));
-        let io = TokioIo::new(Watched {
-            inner: stream,
-            activity: activity.clone(),
-        });
+        let io = match Watched::new(stream, activity.clone()) {
+            Ok(w) => TokioIo::new(w),
+            Err(e) => {
+                debug!(peer = %ctx.peer, "cannot register the connection: {e}");
+                return;
+            }
+        };
         let web = self.web.clone();
         let peer = ctx.peer;
         let service = hyper::service::service_fn(move |req| {
@@ -269,15 +282,28 @@ impl Handler for HttpHandler {
 /// Idle checks per idle timeout.
 const IDLE_CHECKS: u32 = 4;
 
-/// A stream that counts the reads and writes that moved bytes, for the idle
-/// timeout.
+/// The connection's socket, driven through [`AsyncFd`] so that a short read
+/// clears the read readiness at once (tokio's `TcpStream` clears it only
+/// after a read fails with `EAGAIN`: one wasted system call per request, as
+/// hyper reads again after every response). `clear_ready` is race-free:
+/// tokio ignores it if a newer readiness event arrived. Every read and write
+/// that moves bytes bumps `activity`, for the idle timeout.
 struct Watched {
-    inner: TcpStream,
+    inner: AsyncFd<std::net::TcpStream>,
     /// Bumped on every read or write that moved bytes.
     activity: Arc<AtomicU64>,
 }
 
 impl Watched {
+    fn new(stream: TcpStream, activity: Arc<AtomicU64>) -> std::io::Result<Watched> {
+        let std_stream = stream.into_std()?;
+        // SAFETY: a std TcpStream owns its descriptor, keeps it open until
+        // it is dropped and always reports the same one, as `register`
+        // requires.
+        let inner = unsafe { AsyncFd::register(std_stream) }?;
+        Ok(Watched { inner, activity })
+    }
+
     fn touch(&self) {
         self.activity.fetch_add(1, Ordering::Relaxed);
     }
@@ -285,59 +311,102 @@ impl Watched {
 
 impl AsyncRead for Watched {
     fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.touch();
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.inner.poll_read_ready(cx))?;
+            // SAFETY: recv writes at most `len` bytes into the unfilled part,
+            // and exactly the `n` it reports are then marked initialised.
+            let unfilled = unsafe { buf.unfilled_mut() };
+            let want = unfilled.len();
+            let n = unsafe {
+                libc::recv(
+                    self.inner.as_raw_fd(),
+                    unfilled.as_mut_ptr().cast(),
+                    want,
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.kind() {
+                    std::io::ErrorKind::WouldBlock => {
+                        guard.clear_ready();
+                        continue;
+                    }
+                    std::io::ErrorKind::Interrupted => continue,
+                    _ => return Poll::Ready(Err(e)),
+                }
+            }
+            let n = n as usize;
+            // SAFETY: the kernel initialised these `n` bytes.
+            unsafe { buf.assume_init(n) };
+            buf.advance(n);
+            if n > 0 {
+                self.touch();
+                if n < want {
+                    // Drained: the next read waits for a new event instead
+                    // of asking the kernel again.
+                    guard.clear_ready();
+                }
+            }
+            return Poll::Ready(Ok(()));
         }
-        r
     }
 }
 
 impl AsyncWrite for Watched {
     fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
         buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.inner.poll_write_ready(cx))?;
+            match guard.try_io(|s| (&*s.get_ref()).write(buf)) {
+                Ok(Ok(n)) => {
+                    if n > 0 {
+                        self.touch();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
         }
-        r
     }
 
     fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.inner.poll_write_ready(cx))?;
+            match guard.try_io(|s| (&*s.get_ref()).write_vectored(bufs)) {
+                Ok(Ok(n)) => {
+                    if n > 0 {
+                        self.touch();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
         }
-        r
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        true
     }
 
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(self.inner.get_ref().shutdown(std::net::Shutdown::Write))
     }
 }
