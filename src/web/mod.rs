@@ -365,7 +365,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<std::io::Result<usize>> {
         loop {
             let mut guard = ready!(self.inner.poll_write_ready(cx))?;
-            match guard.try_io(|s| (&*s.get_ref()).write(buf)) {
+            match guard.try_io(|s| s.get_ref().write(buf)) {
                 Ok(Ok(n)) => {
                     if n > 0 {
                         self.touch();
@@ -385,7 +385,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<std::io::Result<usize>> {
         loop {
             let mut guard = ready!(self.inner.poll_write_ready(cx))?;
-            match guard.try_io(|s| (&*s.get_ref()).write_vectored(bufs)) {
+            match guard.try_io(|s| s.get_ref().write_vectored(bufs)) {
                 Ok(Ok(n)) => {
                     if n > 0 {
                         self.touch();
