@@ -2,7 +2,6 @@
 //! file bodies read on the blocking pool in large chunks.
 
 use std::fmt::Write as _;
-use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -150,40 +149,22 @@ pub fn file_parts_body(parts: Vec<Part>) -> Body {
                         return;
                     }
                 }
-                Part::File {
-                    mut file,
-                    offset,
-                    len,
-                } => {
-                    if let Err(e) = file.seek(SeekFrom::Start(offset)) {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                    let mut left = len;
-                    while left > 0 {
-                        let want = left.min(FILE_CHUNK as u64) as usize;
-                        let mut buf = vec![0u8; want];
-                        let mut filled = 0;
-                        while filled < want {
-                            match file.read(&mut buf[filled..]) {
-                                Ok(0) => {
-                                    let _ = tx.blocking_send(Err(std::io::Error::new(
-                                        std::io::ErrorKind::UnexpectedEof,
-                                        "the file got shorter while it was being sent",
-                                    )));
-                                    return;
-                                }
-                                Ok(n) => filled += n,
-                                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                                Err(e) => {
-                                    let _ = tx.blocking_send(Err(e));
-                                    return;
+                Part::File { file, offset, len } => {
+                    let mut at = offset;
+                    let end = offset + len;
+                    while at < end {
+                        let want = (end - at).min(FILE_CHUNK as u64) as usize;
+                        match read_chunk(&file, at, want) {
+                            Ok(chunk) => {
+                                at += want as u64;
+                                if tx.blocking_send(Ok(chunk)).is_err() {
+                                    return; // The client went away.
                                 }
                             }
-                        }
-                        left -= want as u64;
-                        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                            return; // The client went away.
+                            Err(e) => {
+                                let _ = tx.blocking_send(Err(e));
+                                return;
+                            }
                         }
                     }
                 }
@@ -191,6 +172,44 @@ pub fn file_parts_body(parts: Vec<Part>) -> Body {
         }
     });
     Body::new(ChannelBody { rx, left: total })
+}
+
+/// Reads exactly `want` bytes at `at` into a fresh buffer that is never
+/// zeroed first (the read fills it), or fails if the file got shorter.
+fn read_chunk(file: &std::fs::File, at: u64, want: usize) -> std::io::Result<Bytes> {
+    use std::os::fd::AsRawFd;
+    let mut buf = bytes::BytesMut::with_capacity(want);
+    let mut filled = 0;
+    while filled < want {
+        // SAFETY: pread writes at most `want - filled` bytes into the spare
+        // capacity, which holds at least that many; only the bytes it
+        // reports are then counted as initialised (set_len below).
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(filled).cast(),
+                want - filled,
+                (at + filled as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file got shorter while it was being sent",
+            ));
+        }
+        filled += n as usize;
+        // SAFETY: the first `filled` bytes were written by pread.
+        unsafe { buf.set_len(filled) };
+    }
+    Ok(buf.freeze())
 }
 
 /// Body fed by a channel, with an exact length.
