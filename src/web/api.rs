@@ -298,6 +298,26 @@ impl ApiState {
         })
     }
 
+    /// The answer to a browser login: the session in a cookie, the CSRF
+    /// value in the body.
+    fn cookie_session(&self, status: StatusCode, session: &crate::accounts::Session) -> Response {
+        let max_age = self.api.accounts.settings().session_ttl.as_secs() as i64;
+        let mut r = (
+            status,
+            Json(json!({
+                "user": session.user.name,
+                "csrf": csrf_for(&session.token),
+                "expires_at": session.expires_at,
+            })),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            header::SET_COOKIE,
+            self.session_cookie(&session.token, max_age),
+        );
+        r
+    }
+
     fn session_cookie(&self, token: &str, max_age: i64) -> HeaderValue {
         let secure = if self.tls { "; Secure" } else { "" };
         HeaderValue::from_str(&format!(
@@ -377,18 +397,7 @@ async fn login(State(st): State<ApiState>, req: Request) -> ApiResult {
         }))
         .into_response());
     }
-    let max_age = st.api.accounts.settings().session_ttl.as_secs() as i64;
-    let mut r = Json(json!({
-        "user": session.user.name,
-        "csrf": csrf_for(&session.token),
-        "expires_at": session.expires_at,
-    }))
-    .into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        st.session_cookie(&session.token, max_age),
-    );
-    Ok(r)
+    Ok(st.cookie_session(StatusCode::OK, &session))
 }
 
 async fn register(State(st): State<ApiState>, req: Request) -> ApiResult {
@@ -408,21 +417,7 @@ async fn register(State(st): State<ApiState>, req: Request) -> ApiResult {
         .accounts
         .run(move |a| a.login(&name, &password, ip))
         .await?;
-    let max_age = st.api.accounts.settings().session_ttl.as_secs() as i64;
-    let mut r = (
-        StatusCode::CREATED,
-        Json(json!({
-            "user": session.user.name,
-            "csrf": csrf_for(&session.token),
-            "expires_at": session.expires_at,
-        })),
-    )
-        .into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        st.session_cookie(&session.token, max_age),
-    );
-    Ok(r)
+    Ok(st.cookie_session(StatusCode::CREATED, &session))
 }
 
 async fn logout(State(st): State<ApiState>, req: Request) -> ApiResult {

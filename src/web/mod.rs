@@ -307,6 +307,27 @@ impl Watched {
     fn touch(&self) {
         self.activity.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// One write when the socket is writable, retried after `EAGAIN`.
+    fn poll_write_with(
+        &self,
+        cx: &mut Context<'_>,
+        mut write: impl FnMut(&std::net::TcpStream) -> std::io::Result<usize>,
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.inner.poll_write_ready(cx))?;
+            match guard.try_io(|s| write(s.get_ref())) {
+                Ok(Ok(n)) => {
+                    if n > 0 {
+                        self.touch();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
 }
 
 impl AsyncRead for Watched {
@@ -363,19 +384,7 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        loop {
-            let mut guard = ready!(self.inner.poll_write_ready(cx))?;
-            match guard.try_io(|s| s.get_ref().write(buf)) {
-                Ok(Ok(n)) => {
-                    if n > 0 {
-                        self.touch();
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
-            }
-        }
+        self.poll_write_with(cx, |mut s| s.write(buf))
     }
 
     fn poll_write_vectored(
@@ -383,19 +392,7 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        loop {
-            let mut guard = ready!(self.inner.poll_write_ready(cx))?;
-            match guard.try_io(|s| s.get_ref().write_vectored(bufs)) {
-                Ok(Ok(n)) => {
-                    if n > 0 {
-                        self.touch();
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
-            }
-        }
+        self.poll_write_with(cx, |mut s| s.write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -485,34 +485,10 @@ impl Site {
         if !wants_range && (c.compressible || c.sibling_br.is_some() || c.sibling_gz.is_some()) {
             let enc = accepts(headers);
             if enc.br {
-                variant = match &c.sibling_br {
-                    Some(b) => Some((b.clone(), "br")),
-                    None if c.compressible
-                        && self.inner.opts.compress
-                        && c.bytes.len() as u64 >= COMPRESS_MIN =>
-                    {
-                        c.br.get_or_init(|| compress(c.bytes.clone(), "br"))
-                            .await
-                            .clone()
-                            .map(|b| (b, "br"))
-                    }
-                    None => None,
-                };
+                variant = self.variant(c, &c.sibling_br, &c.br, "br").await;
             }
             if variant.is_none() && enc.gzip {
-                variant = match &c.sibling_gz {
-                    Some(b) => Some((b.clone(), "gzip")),
-                    None if c.compressible
-                        && self.inner.opts.compress
-                        && c.bytes.len() as u64 >= COMPRESS_MIN =>
-                    {
-                        c.gz.get_or_init(|| compress(c.bytes.clone(), "gzip"))
-                            .await
-                            .clone()
-                            .map(|b| (b, "gzip"))
-                    }
-                    None => None,
-                };
+                variant = self.variant(c, &c.sibling_gz, &c.gz, "gzip").await;
             }
         }
         let vary = c.compressible || c.sibling_br.is_some() || c.sibling_gz.is_some();
@@ -598,6 +574,28 @@ impl Site {
                 .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         }
         r
+    }
+
+    /// An encoded variant of a cached file: its precompressed sibling, else
+    /// (for compressible types above the threshold) one compressed on first
+    /// demand and kept.
+    async fn variant(
+        &self,
+        c: &Cached,
+        sibling: &Option<Bytes>,
+        made: &OnceCell<Option<Bytes>>,
+        coding: &'static str,
+    ) -> Option<(Bytes, &'static str)> {
+        if let Some(b) = sibling {
+            return Some((b.clone(), coding));
+        }
+        if !(c.compressible && self.inner.opts.compress && c.bytes.len() as u64 >= COMPRESS_MIN) {
+            return None;
+        }
+        made.get_or_init(|| compress(c.bytes.clone(), coding))
+            .await
+            .clone()
+            .map(|b| (b, coding))
     }
 
     fn multipart_response(
