@@ -38,6 +38,8 @@ pub const DEFAULT_CACHE_FILE_MAX: u64 = 1024 * 1024;
 pub const DEFAULT_CACHE_TOTAL: usize = 64 * 1024 * 1024;
 /// Default time a cached file is trusted before its metadata is checked.
 pub const DEFAULT_REVALIDATE: Duration = Duration::from_secs(1);
+/// Headers a cached file's response carries, at most.
+const RESPONSE_HEADERS: usize = 16;
 /// Smallest body compressed on the fly.
 pub const COMPRESS_MIN: u64 = 1024;
 
@@ -519,7 +521,11 @@ impl Site {
                     r.headers_mut().insert(header::CONTENT_LENGTH, len.into());
                     r
                 } else {
-                    Response::new(Body::from(bytes))
+                    let mut r = Response::new(Body::from(bytes));
+                    // Room for every header this response gets (security
+                    // headers included), so the map never grows on the way.
+                    r.headers_mut().reserve(RESPONSE_HEADERS);
+                    r
                 };
                 if let Some(enc) = encoding {
                     r.headers_mut()
