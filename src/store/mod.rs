@@ -165,6 +165,11 @@ struct Inner {
     usage: Mutex<HashMap<String, Usage>>,
     /// Uploads in progress, by (user key, partial name).
     active: Mutex<HashSet<(String, String)>>,
+    /// The hash state of partial uploads that stopped cleanly between
+    /// chunks, by (user key, partial name), with the length it covers: the
+    /// next chunk goes on from it instead of re-reading the whole prefix
+    /// (chunked browser uploads would otherwise read the file quadratically).
+    suspended: Mutex<HashMap<(String, String), (u64, blake3::Hasher)>>,
 }
 
 /// The file store. Cheap to clone.
@@ -216,6 +221,7 @@ impl Store {
                 settings,
                 usage: Mutex::default(),
                 active: Mutex::default(),
+                suspended: Mutex::default(),
             }),
         })
     }
@@ -519,16 +525,21 @@ impl Store {
             file.set_len(0).map_err(io)?;
             offset = 0;
         }
-        // The hash covers the whole file: re-read what is already there.
+        // The hash covers the whole file: take the state a suspended upload
+        // left for exactly this length, else re-read what is already there.
         let mut std_file = file.into_std();
-        let hasher = match crate::files::pipe::hash_prefix(&mut std_file, offset) {
-            Ok(h) => h,
-            Err(_) => {
-                // Unreadable partial: start over.
-                std_file.set_len(0).map_err(io)?;
-                offset = 0;
-                blake3::Hasher::new()
-            }
+        let saved = lock(&self.inner.suspended).remove(&guard.active);
+        let hasher = match saved {
+            Some((len, h)) if len == offset && offset > 0 => h,
+            _ => match crate::files::pipe::hash_prefix(&mut std_file, offset) {
+                Ok(h) => h,
+                Err(_) => {
+                    // Unreadable partial: start over.
+                    std_file.set_len(0).map_err(io)?;
+                    offset = 0;
+                    blake3::Hasher::new()
+                }
+            },
         };
         if offset > 0 {
             debug!(user = user_key, %path, offset, "resuming upload");
@@ -602,6 +613,9 @@ impl Store {
         Ok(removed)
     }
 }
+
+/// Most suspended uploads whose hash state is kept.
+const MAX_SUSPENDED: usize = 1024;
 
 /// What identifies the sender's version of a file being uploaded: a partial
 /// upload is resumed only for the same target, length and source.
@@ -755,9 +769,32 @@ impl Upload {
 
     /// Makes what was written so far durable, so the offset a client is
     /// told to resume from survives a crash.
-    pub fn sync_partial(file: &std::fs::File) -> Result<(), StoreError> {
+    fn sync_partial(file: &std::fs::File) -> Result<(), StoreError> {
         file.sync_data()
             .map_err(|e| StoreError::Io(format!("syncing a partial upload: {e}")))
+    }
+
+    /// Stops after a chunk, keeping what was written (made durable) and the
+    /// hash state, so the next chunk of the same upload goes on from here
+    /// without re-reading the part already stored.
+    pub fn suspend(
+        self,
+        file: std::fs::File,
+        hasher: blake3::Hasher,
+        written: u64,
+    ) -> Result<u64, StoreError> {
+        Upload::sync_partial(&file)?;
+        let held = self.offset + written;
+        let store = &self.guard.store;
+        let mut saved = lock(&store.inner.suspended);
+        if saved.len() >= MAX_SUSPENDED {
+            // Bounded: forget an arbitrary one (it will re-read its prefix).
+            if let Some(k) = saved.keys().next().cloned() {
+                saved.remove(&k);
+            }
+        }
+        saved.insert(self.guard.active.clone(), (held, hasher));
+        Ok(held)
     }
 
     /// Abandons the upload and deletes what it stored (a failed check).

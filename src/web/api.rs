@@ -728,22 +728,11 @@ async fn upload(State(st): State<ApiState>, req: Request) -> ApiResult {
         cut.or_else(|| (written != body_len).then(|| "the body ended early".to_string()))
     {
         let offset = up.offset() + written;
-        let _ = blocking(move || {
-            crate::store::Upload::sync_partial(&file)?;
-            drop(up);
-            Ok(())
-        })
-        .await;
+        let _ = blocking(move || up.suspend(file, hasher, written)).await;
         return Err(ApiError::bad_request(why).with(json!({ "offset": offset, "length": total })));
     }
-    let held = start + written;
-    if held < total {
-        blocking(move || {
-            crate::store::Upload::sync_partial(&file)?;
-            drop(up);
-            Ok(())
-        })
-        .await?;
+    if start + written < total {
+        let held = blocking(move || up.suspend(file, hasher, written)).await?;
         return Ok((
             StatusCode::ACCEPTED,
             Json(json!({ "offset": held, "length": total })),
