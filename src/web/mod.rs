@@ -136,21 +136,21 @@ impl Web {
             )
         });
         let path = req.uri().path();
-        let dynamic = self.inner.api.is_some()
-            && (path == "/api"
-                || path.starts_with("/api/")
-                || path == "/app"
-                || path.starts_with("/app/"));
-        let mut response = if dynamic {
+        let is_app = path == "/app" || path.starts_with("/app/");
+        let is_api = path == "/api" || path.starts_with("/api/");
+        // The app and the API exist only where accounts run; elsewhere
+        // their paths belong to the static site like any other.
+        let router = self.inner.api.as_ref().filter(|_| is_app || is_api);
+        let dynamic = router.is_some();
+        let mut response = if let Some(router) = router {
             if path == "/app" {
                 redirect("/app/")
-            } else if path.starts_with("/app/") {
+            } else if is_app {
                 app::serve(&req)
             } else {
-                let router = self.inner.api.clone().expect("checked above");
                 let mut req = req.map(Body::new);
                 req.extensions_mut().insert(api::Peer(peer));
-                match tower::ServiceExt::oneshot(router, req).await {
+                match tower::ServiceExt::oneshot(router.clone(), req).await {
                     Ok(r) => r,
                     Err(e) => match e {},
                 }
