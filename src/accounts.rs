@@ -498,6 +498,24 @@ impl Accounts {
         })
     }
 
+    /// The user with this name (compared without regard to case), if any.
+    pub fn find(&self, name: &str) -> Result<Option<User>, AccountError> {
+        if !valid_name(name) {
+            return Ok(None);
+        }
+        let db = self.db();
+        let mut stmt =
+            db.prepare_cached("SELECT id, name, permissions FROM users WHERE name_key = ?1")?;
+        let mut rows = stmt.query_map([name_key(name)], |r| {
+            Ok(User {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                permissions: parse_permissions(&r.get::<_, String>(2)?),
+            })
+        })?;
+        Ok(rows.next().transpose()?)
+    }
+
     /// Every user, by name.
     pub fn users(&self) -> Result<Vec<User>, AccountError> {
         let db = self.db();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{accounts, echo, framed, proto, server, store, web};
+use crate::{accounts, chat, echo, exec, framed, proto, server, store, web};
 
 /// Errors loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,12 @@ pub struct Config {
     pub files: FilesConfig,
     /// The web port: static site, browser app and HTTP API.
     pub web: WebConfig,
+    /// Remote commands for administrators (off by default).
+    pub exec: ExecConfig,
+    /// Host and server statistics.
+    pub stats: StatsConfig,
+    /// The chat relay.
+    pub chat: ChatConfig,
 }
 
 impl Default for Config {
@@ -56,6 +62,144 @@ impl Default for Config {
             accounts: AccountsConfig::default(),
             files: FilesConfig::default(),
             web: WebConfig::default(),
+            exec: ExecConfig::default(),
+            stats: StatsConfig::default(),
+            chat: ChatConfig::default(),
+        }
+    }
+}
+
+/// `[chat]`: the chat relay (framed port and `/api/chat`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Run the chat relay.
+    pub enabled: bool,
+    /// Longest message text, in bytes.
+    pub max_message: usize,
+    /// Messages each room keeps (and direct-message conversations, once
+    /// delivered).
+    pub history: usize,
+    /// Bytes queued per subscribed connection before it counts as full;
+    /// four times this closes it at once.
+    pub queue_bytes: usize,
+    /// How long a connection's queue may stay full before it is closed.
+    #[serde(with = "human_duration")]
+    pub slow_timeout: Duration,
+    /// Messages per second per user; 0 turns the limit off.
+    pub rate: f64,
+    /// Messages a user may send at once above `rate`.
+    pub burst: u32,
+    /// Rooms one user may be a member of.
+    pub max_rooms: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        let d = chat::Settings::default();
+        ChatConfig {
+            enabled: true,
+            max_message: d.max_message,
+            history: d.history,
+            queue_bytes: d.queue_bytes,
+            slow_timeout: d.slow_timeout,
+            rate: d.rate,
+            burst: d.burst,
+            max_rooms: d.max_rooms,
+        }
+    }
+}
+
+impl ChatConfig {
+    /// The relay's settings.
+    pub fn to_settings(&self) -> chat::Settings {
+        chat::Settings {
+            max_message: self.max_message.clamp(1, 1 << 20),
+            history: self.history,
+            queue_bytes: self.queue_bytes.max(1024),
+            slow_timeout: self.slow_timeout,
+            rate: self.rate.max(0.0),
+            burst: self.burst,
+            max_rooms: self.max_rooms,
+        }
+    }
+}
+
+/// `[exec]`: remote commands (`sockit exec`), for users with the `exec`
+/// permission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecConfig {
+    /// Offer remote commands at all.
+    pub enabled: bool,
+    /// Programs that may be run: bare names (looked up in `path` at start)
+    /// or absolute paths.
+    pub allow: Vec<String>,
+    /// `PATH` of the programs run, and where `allow`'s names are looked up.
+    pub path: String,
+    /// `LANG` of the programs run.
+    pub lang: String,
+    /// Further environment variables of the programs run.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Working directory of the programs run.
+    pub workdir: PathBuf,
+    /// Time limit of one run.
+    #[serde(with = "human_duration")]
+    pub timeout: Duration,
+    /// Limit on a run's stdout and stderr together, in bytes.
+    pub max_output: u64,
+    /// Runs at once; more are refused with `busy`.
+    pub max_running: usize,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        let d = exec::Settings::default();
+        ExecConfig {
+            enabled: false,
+            allow: d.allow,
+            path: d.path,
+            lang: d.lang,
+            env: d.env,
+            workdir: d.workdir,
+            timeout: d.timeout,
+            max_output: d.max_output,
+            max_running: d.max_running,
+        }
+    }
+}
+
+impl ExecConfig {
+    /// The exec service's settings.
+    pub fn to_settings(&self) -> exec::Settings {
+        exec::Settings {
+            allow: self.allow.clone(),
+            path: self.path.clone(),
+            lang: self.lang.clone(),
+            env: self.env.clone(),
+            workdir: self.workdir.clone(),
+            timeout: self.timeout,
+            max_output: self.max_output,
+            max_running: self.max_running,
+        }
+    }
+}
+
+/// `[stats]`: host and server statistics (`sockit stats`, `/api/stats`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsConfig {
+    /// Offer statistics at all.
+    pub enabled: bool,
+    /// Only users with the `admin` permission may read them.
+    pub admins_only: bool,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            enabled: true,
+            admins_only: false,
         }
     }
 }
@@ -341,6 +485,12 @@ impl Config {
         if config.framed.max_header == 0 || config.framed.max_header > u32::MAX as usize {
             return Err("framed.max_header must be between 1 and 4294967295".into());
         }
+        if config.exec.timeout.is_zero() {
+            return Err("exec.timeout must be more than 0".into());
+        }
+        if config.exec.max_running == 0 {
+            return Err("exec.max_running must be at least 1".into());
+        }
         Ok(config)
     }
 }
@@ -398,6 +548,28 @@ mod tests {
         assert!(Config::parse("[limits]\nidle_timeout = \"soon\"").is_err());
         assert!(Config::parse("[echo]\nmode = \"shout\"").is_err());
         assert!(Config::parse("[limits]\nmax_connections = 0").is_err());
+    }
+
+    #[test]
+    fn exec_is_off_by_default_and_its_keys_are_read() {
+        let c = Config::parse("").unwrap();
+        assert!(!c.exec.enabled);
+        assert!(c.exec.allow.is_empty());
+        assert_eq!(c.exec.timeout, Duration::from_secs(60));
+        assert_eq!(c.exec.max_output, 64 * 1024 * 1024);
+        assert!(c.stats.enabled && !c.stats.admins_only);
+        let c = Config::parse(
+            "[exec]\nenabled = true\nallow = [\"cat\", \"/bin/sh\"]\ntimeout = \"5s\"\n\
+             workdir = \"/tmp\"\n[exec.env]\nTZ = \"UTC\"\n[stats]\nadmins_only = true\n",
+        )
+        .unwrap();
+        assert!(c.exec.enabled);
+        assert_eq!(c.exec.allow, ["cat", "/bin/sh"]);
+        assert_eq!(c.exec.timeout, Duration::from_secs(5));
+        assert_eq!(c.exec.env.get("TZ").map(String::as_str), Some("UTC"));
+        assert!(c.stats.admins_only);
+        assert!(Config::parse("[exec]\nallwo = []").is_err());
+        assert!(Config::parse("[exec]\ntimeout = \"0s\"").is_err());
     }
 
     #[test]

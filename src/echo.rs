@@ -432,9 +432,22 @@ pub async fn run(
     limits: Limits,
     shutdown: CancellationToken,
 ) {
+    run_counted(tcp, udp, mode, limits, shutdown, Arc::default()).await
+}
+
+/// [`run`], keeping the TCP side's open connections in `counters`.
+pub async fn run_counted(
+    tcp: Option<TcpListener>,
+    udp: Option<UdpSocket>,
+    mode: Mode,
+    limits: Limits,
+    shutdown: CancellationToken,
+    counters: Arc<server::Counters>,
+) {
     let udp_task = udp.map(|s| tokio::spawn(serve_udp(s, mode, shutdown.clone())));
     if let Some(listener) = tcp {
-        server::serve("echo", listener, EchoHandler { mode }, limits, shutdown).await;
+        let handler = EchoHandler { mode };
+        server::serve_counted("echo", listener, handler, limits, shutdown, counters).await;
     }
     if let Some(task) = udp_task {
         let _ = task.await;

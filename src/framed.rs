@@ -14,10 +14,11 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use crate::accounts::{AccountError, Accounts, User};
-use crate::files;
+use crate::exec::{self, Exec};
 use crate::proto::{self, timed, Connection, ErrorCode, Frame, ProtoError};
 use crate::server::{ConnCtx, Handler};
 use crate::store::{PathError, Store, StoreError};
+use crate::{chat, files};
 
 /// Default address of the framed port.
 pub const DEFAULT_FRAMED_ADDR: &str = "127.0.0.1:7070";
@@ -55,6 +56,12 @@ pub struct Services {
     pub accounts: Option<Accounts>,
     /// The file store; needs `accounts`.
     pub store: Option<Store>,
+    /// Remote commands (`[exec]`); `None` answers `exec_disabled`.
+    pub exec: Option<Exec>,
+    /// Host and server statistics; needs `accounts`.
+    pub stats: Option<crate::stats::Stats>,
+    /// The chat relay; needs `accounts`.
+    pub chat: Option<chat::Relay>,
 }
 
 impl Services {
@@ -66,6 +73,15 @@ impl Services {
         }
         if self.accounts.is_some() && self.store.is_some() {
             names.push("files");
+        }
+        if self.accounts.is_some() && self.exec.is_some() {
+            names.push("exec");
+        }
+        if self.accounts.is_some() && self.stats.is_some() {
+            names.push("stats");
+        }
+        if self.accounts.is_some() && self.chat.is_some() {
+            names.push("chat");
         }
         names
     }
@@ -129,13 +145,15 @@ pub struct FramedHandler {
 
 impl Handler for FramedHandler {
     async fn serve(&self, stream: TcpStream, ctx: ConnCtx) {
-        let conn = Connection::new(stream, self.settings.limits);
+        let mut conn = Connection::new(stream, self.settings.limits);
+        conn.count_traffic(ctx.counters.clone());
         let mut session = Session {
             conn,
             ctx,
             settings: &self.settings,
             services: &self.services,
             login: None,
+            chat: None,
         };
         session.run().await;
     }
@@ -171,6 +189,8 @@ struct Session<'a> {
     services: &'a Services,
     /// The user this connection authenticated as, and the token used.
     login: Option<(User, String)>,
+    /// Chat state, from the first chat message on.
+    chat: Option<chat::link::Link<Frame>>,
 }
 
 impl Session<'_> {
@@ -201,6 +221,48 @@ impl Session<'_> {
             }
             read = tokio::time::timeout(limit, self.conn.read_frame()) => read,
         };
+        self.read_result(read, limit)
+    }
+
+    /// Like [`Session::next`], while also writing what the chat relay has
+    /// for this connection; `Ok(None)` when it wrote instead of reading.
+    async fn next_or_chat(&mut self, limit: Duration) -> Result<Option<Frame>, End> {
+        let Some(link) = self.chat.as_mut().filter(|l| l.active()) else {
+            return self.next(limit).await.map(Some);
+        };
+        let written = if link.saturated() {
+            let out = link.next().await;
+            Box::pin(chat::server::write_output(&mut self.conn, link, out, limit)).await
+        } else {
+            if !link.has_ready() {
+                // About to wait: hold no buffers meanwhile.
+                self.conn.release_buffers();
+            }
+            // Ready events first (then the shutdown signal is not even
+            // registered while a busy connection writes).
+            let out = tokio::select! {
+                biased;
+                out = link.next() => out,
+                read = tokio::time::timeout(limit, self.conn.read_frame()) => {
+                    return self.read_result(read, limit).map(Some);
+                }
+                _ = self.ctx.shutdown.cancelled() => {
+                    return Err(End::Say(ErrorCode::ShuttingDown, "server is shutting down".into()));
+                }
+            };
+            Box::pin(chat::server::write_output(&mut self.conn, link, out, limit)).await
+        };
+        match written {
+            Ok(()) => Ok(None),
+            Err(e) => Err(self.handler_failed(e)),
+        }
+    }
+
+    fn read_result(
+        &self,
+        read: Result<Result<Option<Frame>, ProtoError>, tokio::time::error::Elapsed>,
+        limit: Duration,
+    ) -> Result<Frame, End> {
         match read {
             Err(_) => {
                 debug!(peer = %self.ctx.peer, "timed out waiting for a message");
@@ -280,8 +342,9 @@ impl Session<'_> {
 
     async fn serve_messages(&mut self) -> End {
         loop {
-            let frame = match self.next(self.ctx.idle_timeout).await {
-                Ok(f) => f,
+            let frame = match self.next_or_chat(self.ctx.idle_timeout).await {
+                Ok(Some(f)) => f,
+                Ok(None) => continue,
                 Err(end) => return end,
             };
             if let Err(end) = self.dispatch(frame).await {
@@ -291,6 +354,10 @@ impl Session<'_> {
     }
 
     /// Routes one message to its handler. New services add arms here.
+    ///
+    /// Each service's handler is boxed: its state exists only while a
+    /// request runs, so an idle connection's task stays small (the largest
+    /// handler would otherwise set the size of every connection's task).
     async fn dispatch(&mut self, frame: Frame) -> Result<(), End> {
         let result = match frame.kind() {
             "hello" => return self.hello(&frame).await.map(drop),
@@ -298,10 +365,17 @@ impl Session<'_> {
             "register" | "login" | "auth" | "logout" | "whoami"
                 if self.services.accounts.is_some() =>
             {
-                self.account(&frame).await
+                Box::pin(self.account(&frame)).await
             }
             kind if files::MESSAGES.contains(&kind) && self.services.store.is_some() => {
-                self.files(&frame).await
+                Box::pin(self.files(&frame)).await
+            }
+            "exec" => Box::pin(self.exec(&frame)).await,
+            "stats" if self.services.stats.is_some() && self.services.accounts.is_some() => {
+                Box::pin(self.stats(&frame)).await
+            }
+            kind if chat::MESSAGES.contains(&kind) && self.services.chat.is_some() => {
+                Box::pin(self.chat(&frame)).await
             }
             other => {
                 debug!(peer = %self.ctx.peer, kind = other, "unknown message type");
@@ -329,6 +403,44 @@ impl Session<'_> {
             Err(HandlerError::Proto(e)) if e.code().is_some() => Err(self.read_failed(e)),
             Err(HandlerError::Proto(e)) => Err(self.write_failed(e)),
         }
+    }
+
+    /// How a failure outside any request (writing chat events) ends the
+    /// session.
+    fn handler_failed(&self, e: HandlerError) -> End {
+        match e {
+            HandlerError::Refused { message, .. } => {
+                warn!(peer = %self.ctx.peer, "closing connection: {message}");
+                End::Say(ErrorCode::Internal, message)
+            }
+            HandlerError::Fatal { code, message } => {
+                warn!(peer = %self.ctx.peer, %code, "closing connection: {message}");
+                End::Say(code, message)
+            }
+            HandlerError::Proto(e) if e.code().is_some() => self.read_failed(e),
+            HandlerError::Proto(e) => self.write_failed(e),
+        }
+    }
+
+    /// Chat messages, for the logged-in user.
+    async fn chat(&mut self, frame: &Frame) -> Result<(), HandlerError> {
+        let (Some(relay), Some(accounts), Some((user, _))) =
+            (&self.services.chat, &self.services.accounts, &self.login)
+        else {
+            return Err(AccountError::Unauthorized.into());
+        };
+        let (relay, accounts, user) = (relay.clone(), accounts.clone(), user.clone());
+        let idle = self.ctx.idle_timeout;
+        chat::server::handle(
+            &mut self.conn,
+            &mut self.chat,
+            frame,
+            &user,
+            &accounts,
+            &relay,
+            idle,
+        )
+        .await
     }
 
     /// Account messages: register, login, auth, logout, whoami.
@@ -409,6 +521,47 @@ impl Session<'_> {
         };
         let (store, user) = (store.clone(), user.clone());
         files::server::handle(&mut self.conn, frame, &store, &user, self.ctx.idle_timeout).await
+    }
+
+    /// `exec`: a remote command, for a user with the `exec` permission.
+    async fn exec(&mut self, frame: &Frame) -> Result<(), HandlerError> {
+        let Some(exec) = self.services.exec.clone() else {
+            return Err(HandlerError::refuse(
+                "exec_disabled",
+                "remote commands are disabled on this server ([exec] enabled = false)",
+            ));
+        };
+        let (Some(accounts), Some((_, token))) = (&self.services.accounts, &self.login) else {
+            return Err(AccountError::Unauthorized.into());
+        };
+        // Permissions as they are now, not as they were at login.
+        let (accounts, token) = (accounts.clone(), token.clone());
+        let user = accounts.run(move |a| a.authenticate(&token)).await?;
+        let ctx = exec::server::RunCtx {
+            peer: self.ctx.peer,
+            shutdown: &self.ctx.shutdown,
+            idle_timeout: self.ctx.idle_timeout,
+        };
+        // Boxed: a run's state is large, and every connection would carry it.
+        Box::pin(exec::server::run(&mut self.conn, frame, &exec, &user, ctx)).await
+    }
+
+    /// `stats`: host and server statistics, for a logged-in user.
+    async fn stats(&mut self, frame: &Frame) -> Result<(), HandlerError> {
+        let (Some(stats), Some(accounts), Some((user, token))) =
+            (&self.services.stats, &self.services.accounts, &self.login)
+        else {
+            return Err(AccountError::Unauthorized.into());
+        };
+        let (stats, mut user) = (stats.clone(), user.clone());
+        if stats.admins_only() {
+            // Permissions as they are now, not as they were at login.
+            let (accounts, token) = (accounts.clone(), token.clone());
+            user = accounts.run(move |a| a.authenticate(&token)).await?;
+        }
+        stats
+            .answer(&mut self.conn, frame, &user, self.ctx.idle_timeout)
+            .await
     }
 
     /// `ping` → `pong`, streaming any body straight back.

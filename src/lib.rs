@@ -20,6 +20,11 @@
 //! - [`files`]: the file service: put, get, ls, rm, mv, mkdir, verified and
 //!   resumable, server and client.
 //! - [`netcat`]: `connect` and `listen`, a netcat-style client and its mirror.
+//! - [`exec`]: remote commands for administrators (`sockit exec`): an
+//!   allowlisted program in its own process group, its pipes relayed over
+//!   the framed port, every run in an audit log.
+//! - [`stats`]: the server machine's statistics and the server's own
+//!   figures (`sockit stats`, `/api/stats`, the app's stats page).
 //! - [`web`]: the HTTP port: the static site server (`sockit web`), the file
 //!   store in the browser (`/app/`) and its JSON API (`/api/`).
 //! - [`fetch`]: `sockit fetch`, the HTTP client.
@@ -29,9 +34,11 @@
 
 pub mod accounts;
 pub mod bench;
+pub mod chat;
 pub mod config;
 pub mod credentials;
 pub mod echo;
+pub mod exec;
 pub mod fetch;
 pub mod files;
 pub mod framed;
@@ -39,5 +46,6 @@ pub mod netcat;
 pub mod proto;
 pub mod serve;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod web;

@@ -67,9 +67,69 @@ enum Command {
     Mv(MvArgs),
     /// Create a remote folder.
     Mkdir(MkdirArgs),
+    /// Run a program on the server (allowlisted, for users with the exec
+    /// permission), with stdin, stdout and stderr relayed; exits with its status.
+    Exec(ExecArgs),
+    /// Show the server host's statistics and the server's own figures.
+    Stats(StatsArgs),
+    /// Chat with other users: rooms and direct messages (interactive on a
+    /// terminal; `chat send` and `chat tail` for scripts).
+    Chat(ChatArgs),
     /// Local administration against a data directory (no server needed).
     #[command(subcommand)]
     Admin(AdminCommand),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ChatArgs {
+    #[command(subcommand)]
+    action: Option<ChatAction>,
+    #[command(flatten)]
+    server: ServerArg,
+    /// Join ROOM (creating it) and talk there.
+    #[arg(long, short, value_name = "ROOM")]
+    room: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ChatAction {
+    /// Send one message; exits 0 once the server has stored it.
+    Send(ChatSendArgs),
+    /// Print incoming messages (or one room's) until interrupted; reconnects
+    /// by itself.
+    Tail(ChatTailArgs),
+}
+
+#[derive(Args)]
+struct ChatSendArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Send to this user.
+    #[arg(
+        long,
+        value_name = "USER",
+        required_unless_present = "room",
+        conflicts_with = "room"
+    )]
+    to: Option<String>,
+    /// Send to this room (you must have joined it).
+    #[arg(long, value_name = "ROOM")]
+    room: Option<String>,
+    /// The text; `-` reads it from stdin.
+    text: String,
+}
+
+#[derive(Args)]
+struct ChatTailArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Only this room's messages (joining it, and printing its recent history first).
+    #[arg(long, value_name = "ROOM")]
+    room: Option<String>,
+    /// One JSON object per line: {"seq","ts","from","room"|"to","text"}.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -203,7 +263,65 @@ enum AdminCommand {
     Passwd(AdminUserArgs),
     /// List the users.
     Users(AdminDataArgs),
+    /// Give a user a permission: `exec` (remote commands), `admin` (stats when restricted).
+    Grant(AdminPermissionArgs),
+    /// Take a permission away from a user.
+    Revoke(AdminPermissionArgs),
 }
+
+#[derive(Args)]
+struct AdminPermissionArgs {
+    /// Account name
+    name: String,
+    /// The permission: exec or admin
+    permission: String,
+    #[command(flatten)]
+    data: AdminDataArgs,
+}
+
+#[derive(Args)]
+struct ExecArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Kill the program after SECS seconds (the server's own limit still applies)
+    #[arg(long, short = 't', value_name = "SECS")]
+    timeout: Option<f64>,
+    /// Give the program an empty stdin instead of forwarding this one
+    #[arg(long, short = 'n')]
+    no_stdin: bool,
+    /// PROGRAM and its arguments (after --), passed as they are, never through a shell
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROGRAM ARGS"
+    )]
+    argv: Vec<String>,
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Print JSON (one object) instead of text
+    #[arg(long)]
+    json: bool,
+    /// Refresh every SECS seconds: redrawn in place on a terminal, one JSON line per sample otherwise
+    #[arg(long, short, value_name = "SECS")]
+    watch: Option<f64>,
+}
+
+/// Ends the process with this status and no message (`sockit exec`).
+#[derive(Debug)]
+struct ExitWith(u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
 
 #[derive(Args)]
 struct AdminDataArgs {
@@ -390,6 +508,49 @@ struct FetchArgs {
 enum BenchCommand {
     /// Benchmark an echo-style server (sockit echo, ncat, or your own).
     Echo(BenchEchoArgs),
+    /// Benchmark the chat relay: one sender, a room of many members.
+    Chat(BenchChatArgs),
+}
+
+#[derive(Args)]
+struct BenchChatArgs {
+    /// The framed port, HOST:PORT
+    target: String,
+    /// Users in the room, each with its own subscribed connection
+    #[arg(long, default_value_t = 1000)]
+    members: usize,
+    /// Further idle subscribed connections per member (memory measurements)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    hold: usize,
+    /// Messages the sender sends
+    #[arg(long, default_value_t = 2000)]
+    messages: usize,
+    /// Messages per second to offer; 0 sends as fast as they are acknowledged
+    #[arg(long, default_value_t = 0.0, value_name = "PER_SEC")]
+    rate: f64,
+    /// Bytes of text per message
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// User names are PREFIX0, PREFIX1, ... (registered when missing)
+    #[arg(long, default_value = "bench")]
+    prefix: String,
+    /// The users' password (a benchmark account's, not a secret)
+    #[arg(long, default_value = "bench password")]
+    password: String,
+    /// The room
+    #[arg(long, default_value = "bench")]
+    room: String,
+    /// Keep every connection open this long after the run (to read the
+    /// server's memory), e.g. 30s
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    linger: Duration,
+    /// Keep the users' session tokens in FILE between runs (saves an
+    /// Argon2id login per user on reruns)
+    #[arg(long, value_name = "FILE")]
+    token_cache: Option<std::path::PathBuf>,
+    /// Print one JSON object instead of the summary
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -438,10 +599,13 @@ fn main() -> ExitCode {
         .init();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sockit: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<ExitWith>() {
+            Some(ExitWith(status)) => ExitCode::from(*status),
+            None => {
+                eprintln!("sockit: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -621,6 +785,37 @@ fn run(command: Command) -> Result<()> {
             a.parents,
         )),
         Command::Admin(cmd) => admin(cmd),
+        Command::Chat(a) => chat(a),
+        Command::Exec(a) => {
+            if let Some(t) = a.timeout {
+                secs(Some(t))?;
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let status = rt.block_on(sockit::exec::client::command(
+                a.server.server.as_deref(),
+                &a.argv,
+                a.timeout,
+                a.no_stdin,
+            ));
+            // The stdin reader thread may be blocked in a read: do not wait for it.
+            rt.shutdown_background();
+            match status {
+                0 => Ok(()),
+                s => Err(ExitWith(s).into()),
+            }
+        }
+        Command::Stats(a) => {
+            let watch = secs(a.watch)?;
+            client(sockit::stats::command(
+                a.server.server.as_deref(),
+                a.json,
+                watch,
+            ))
+        }
         Command::Fetch(a) => {
             let opts = sockit::fetch::FetchOptions {
                 url: a.url,
@@ -646,6 +841,31 @@ fn run(command: Command) -> Result<()> {
                 }
                 r => r.map(|_| ()).map_err(Into::into),
             }
+        }
+        Command::Bench(BenchCommand::Chat(a)) => {
+            let opts = bench::chat::ChatBench {
+                target: a.target,
+                members: a.members,
+                hold: a.hold,
+                messages: a.messages,
+                rate: a.rate,
+                size: a.size,
+                prefix: a.prefix,
+                password: a.password,
+                room: a.room,
+                linger: a.linger,
+                token_cache: a.token_cache,
+            };
+            let report = runtime()?.block_on(async {
+                server::raise_nofile_limit_quietly();
+                bench::chat::run(&opts).await
+            })?;
+            if a.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", report.render());
+            }
+            Ok(())
         }
         Command::Bench(BenchCommand::Echo(args)) => {
             let size = args.size.unwrap_or(match args.mode {
@@ -689,6 +909,40 @@ fn client<F: std::future::Future<Output = Result<(), sockit::files::client::Clie
     Ok(())
 }
 
+fn chat(a: ChatArgs) -> Result<()> {
+    use sockit::chat::client;
+    match a.action {
+        None => self::client(client::interactive(
+            a.server.server.as_deref(),
+            a.room.as_deref(),
+        )),
+        Some(ChatAction::Send(s)) => {
+            let text = if s.text == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                    .context("reading the message from stdin")?;
+                t.strip_suffix('\n').map(String::from).unwrap_or(t)
+            } else {
+                s.text
+            };
+            let to = match (s.to, s.room) {
+                (Some(u), _) => client::To::User(u),
+                (None, Some(r)) => client::To::Room(r),
+                (None, None) => anyhow::bail!("say who to send to: --to USER or --room ROOM"),
+            };
+            self::client(async move {
+                client::send(s.server.server.as_deref(), &to, &text).await?;
+                Ok(())
+            })
+        }
+        Some(ChatAction::Tail(t)) => self::client(client::tail(
+            t.server.server.as_deref(),
+            t.room.as_deref(),
+            t.json,
+        )),
+    }
+}
+
 fn admin(cmd: AdminCommand) -> Result<()> {
     let open = |data: &AdminDataArgs| {
         std::fs::create_dir_all(&data.data_dir)
@@ -718,6 +972,30 @@ fn admin(cmd: AdminCommand) -> Result<()> {
                 a.name
             );
         }
+        AdminCommand::Grant(a) | AdminCommand::Revoke(a)
+            if !PERMISSIONS.contains(&a.permission.as_str()) =>
+        {
+            anyhow::bail!(
+                "unknown permission {:?}: the permissions are {}",
+                a.permission,
+                PERMISSIONS.join(", ")
+            );
+        }
+        AdminCommand::Grant(a) => {
+            let user = open(&a.data)?.set_permission(&a.name, &a.permission, true)?;
+            let perms: Vec<_> = user.permissions.into_iter().collect();
+            eprintln!("{} now has: {}", user.name, perms.join(", "));
+        }
+        AdminCommand::Revoke(a) => {
+            let user = open(&a.data)?.set_permission(&a.name, &a.permission, false)?;
+            let perms: Vec<_> = user.permissions.into_iter().collect();
+            let now = if perms.is_empty() {
+                "no permissions".to_string()
+            } else {
+                perms.join(", ")
+            };
+            eprintln!("{} now has: {now}", user.name);
+        }
         AdminCommand::Users(d) => {
             for u in open(&d)?.users()? {
                 let perms: Vec<_> = u.permissions.into_iter().collect();
@@ -727,6 +1005,9 @@ fn admin(cmd: AdminCommand) -> Result<()> {
     }
     Ok(())
 }
+
+/// Permissions `sockit admin grant` knows.
+const PERMISSIONS: &[&str] = &[sockit::exec::PERMISSION, sockit::stats::ADMIN_PERMISSION];
 
 fn secs(s: Option<f64>) -> Result<Option<Duration>> {
     match s {

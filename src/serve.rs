@@ -31,6 +31,9 @@ pub enum ServeError {
         service: &'static str,
         source: std::io::Error,
     },
+    /// The chat database could not be opened.
+    #[error("cannot start the chat relay: {0}")]
+    Chat(#[from] crate::chat::ChatError),
     /// The accounts database could not be opened.
     #[error("cannot open the accounts database: {0}")]
     Accounts(#[from] crate::accounts::AccountError),
@@ -40,6 +43,9 @@ pub enum ServeError {
     /// The web port's site folder could not be opened.
     #[error("web: {0}")]
     Site(std::io::Error),
+    /// The exec service's settings are unusable (allowlist, workdir, audit log).
+    #[error("exec: {0}")]
+    Exec(#[from] crate::exec::ExecSetupError),
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -57,6 +63,8 @@ pub struct Bound {
     framed: Option<TcpListener>,
     web: Option<(TcpListener, Web)>,
     services: Services,
+    /// Each service's live counters, read by the stats service.
+    metrics: server::Metrics,
 }
 
 fn bind_err(service: &'static str) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -70,6 +78,7 @@ pub async fn bind(config: Config) -> Result<Bound, ServeError> {
         source,
     })?;
     let web_app = config.web.enabled && config.web.app;
+    let metrics = server::Metrics::default();
     let services = if config.framed.enabled || web_app {
         let accounts = Accounts::open(&config.data_dir, config.accounts.to_settings())?;
         let store = if config.files.enabled {
@@ -80,9 +89,30 @@ pub async fn bind(config: Config) -> Result<Bound, ServeError> {
         } else {
             None
         };
+        let exec = match config.exec.enabled {
+            true => Some(crate::exec::Exec::new(
+                config.exec.to_settings(),
+                &config.data_dir,
+            )?),
+            false => None,
+        };
+        let stats = config
+            .stats
+            .enabled
+            .then(|| crate::stats::Stats::new(metrics.clone(), config.stats.admins_only));
+        let chat = match config.chat.enabled {
+            true => {
+                let db = crate::chat::db::ChatDb::open(&config.data_dir)?;
+                Some(crate::chat::Relay::start(db, config.chat.to_settings())?)
+            }
+            false => None,
+        };
         Services {
             accounts: Some(accounts),
             store,
+            exec,
+            stats,
+            chat,
         }
     } else {
         Services::default()
@@ -94,6 +124,7 @@ pub async fn bind(config: Config) -> Result<Bound, ServeError> {
         web: None,
         config,
         services,
+        metrics,
     };
     let c = &bound.config;
     if c.echo.enabled && c.echo.tcp {
@@ -131,6 +162,8 @@ pub async fn bind(config: Config) -> Result<Bound, ServeError> {
             (Some(accounts), true) => Some(web::api::Api {
                 accounts: accounts.clone(),
                 store: bound.services.store.clone(),
+                stats: bound.services.stats.clone(),
+                chat: bound.services.chat.clone(),
             }),
             _ => None,
         };
@@ -182,35 +215,45 @@ impl Bound {
         let limits = self.config.limits.to_limits();
         let tasks = TaskTracker::new();
         if self.echo_tcp.is_some() || self.echo_udp.is_some() {
-            tasks.spawn(echo::run(
+            tasks.spawn(echo::run_counted(
                 self.echo_tcp,
                 self.echo_udp,
                 self.config.echo.mode,
                 limits,
                 shutdown.clone(),
+                self.metrics.service("echo"),
             ));
         }
         tasks.spawn(sweep(self.services.clone(), shutdown.clone()));
+        if let Some(relay) = self.services.chat.clone() {
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                shutdown.cancelled().await;
+                relay.stop();
+            });
+        }
         if let Some(listener) = self.framed {
             let handler = FramedHandler {
                 settings: self.config.framed.to_settings(),
                 services: self.services,
             };
-            tasks.spawn(server::serve(
+            tasks.spawn(server::serve_counted(
                 "framed",
                 listener,
                 handler,
                 limits,
                 shutdown.clone(),
+                self.metrics.service("framed"),
             ));
         }
         if let Some((listener, web)) = self.web {
-            tasks.spawn(server::serve(
+            tasks.spawn(server::serve_counted(
                 "web",
                 listener,
                 HttpHandler { web },
                 limits,
                 shutdown.clone(),
+                self.metrics.service("web"),
             ));
         }
         tasks.close();

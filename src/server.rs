@@ -11,7 +11,8 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::{lookup_host, TcpListener, TcpSocket, TcpStream, UdpSocket};
@@ -62,6 +63,110 @@ pub struct ConnCtx {
     pub shutdown: CancellationToken,
     /// Close the connection after this long without traffic.
     pub idle_timeout: Duration,
+    /// The live figures of this connection's service (for `sockit stats`);
+    /// services that count their bytes add them here.
+    pub counters: Arc<Counters>,
+}
+
+/// Live figures of one service, shared by its listener and connections.
+/// Relaxed atomics: they are statistics, read together with no ordering.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections being served now.
+    pub open: AtomicU64,
+    /// Connections accepted since the start (refusals not included).
+    pub accepted: AtomicU64,
+    /// Bytes read from clients, where the service counts them.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to clients, where the service counts them.
+    pub bytes_out: AtomicU64,
+}
+
+impl Counters {
+    /// Adds to the bytes read from clients.
+    pub fn add_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Adds to the bytes written to clients.
+    pub fn add_out(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// The figures as plain numbers.
+    pub fn snapshot(&self) -> CountersSnapshot {
+        CountersSnapshot {
+            open: self.open.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A reading of [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CountersSnapshot {
+    /// Connections being served now.
+    pub open: u64,
+    /// Connections accepted since the start.
+    pub accepted: u64,
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+}
+
+/// The counters of every service of one server, by service name, in the
+/// order they were first asked for. Cheap to clone; clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    services: Arc<Mutex<Vec<Named>>>,
+}
+
+/// One service's counters and its name.
+type Named = (&'static str, Arc<Counters>);
+
+impl Metrics {
+    /// The counters of service `name`, created on first use.
+    pub fn service(&self, name: &'static str) -> Arc<Counters> {
+        let mut services = self
+            .services
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, c)) = services.iter().find(|(n, _)| *n == name) {
+            return c.clone();
+        }
+        let c = Arc::new(Counters::default());
+        services.push((name, c.clone()));
+        c
+    }
+
+    /// Every service's figures now.
+    pub fn snapshot(&self) -> Vec<(&'static str, CountersSnapshot)> {
+        let services = self
+            .services
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        services.iter().map(|(n, c)| (*n, c.snapshot())).collect()
+    }
+}
+
+/// Counts a connection as open while it lives.
+struct OpenGuard(Arc<Counters>);
+
+impl OpenGuard {
+    fn new(counters: Arc<Counters>) -> OpenGuard {
+        counters.open.fetch_add(1, Ordering::Relaxed);
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(counters)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A TCP service: serves one accepted connection.
@@ -198,6 +303,19 @@ pub async fn serve<H: Handler>(
     limits: Limits,
     shutdown: CancellationToken,
 ) {
+    serve_counted(name, listener, handler, limits, shutdown, Arc::default()).await
+}
+
+/// [`serve`], keeping the service's open connections (and whatever its
+/// connections add) in `counters`.
+pub async fn serve_counted<H: Handler>(
+    name: &'static str,
+    listener: TcpListener,
+    handler: H,
+    limits: Limits,
+    shutdown: CancellationToken,
+    counters: Arc<Counters>,
+) {
     match listener.local_addr() {
         Ok(addr) => info!(service = name, %addr, "listening (tcp)"),
         Err(e) => warn!(service = name, "listening on an unknown address: {e}"),
@@ -250,11 +368,14 @@ pub async fn serve<H: Handler>(
             peer,
             shutdown: shutdown.child_token(),
             idle_timeout: limits.idle_timeout,
+            counters: counters.clone(),
         };
         let handler = handler.clone();
         let hard_stop = hard_stop.clone();
+        let open = OpenGuard::new(counters.clone());
         tracker.spawn(async move {
             let _permit = permit;
+            let _open = open;
             debug!(service = name, %peer, "connection opened");
             tokio::select! {
                 _ = hard_stop.cancelled() => debug!(service = name, %peer, "connection dropped at shutdown"),

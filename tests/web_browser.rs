@@ -1,8 +1,14 @@
-//! The file store in a real browser: starts `sockit serve` in-process on
-//! port 0, creates a user, and runs `tests/browser/app.test.mjs`, which drives
-//! Debian's headless Chromium with playwright-core (log in, upload through
-//! the file input, see it listed, download and compare, rename, delete, log
-//! out, phone-sized layout).
+//! The web app in a real browser: starts `sockit serve` in-process on port 0,
+//! creates users, and runs node scripts that drive Debian's headless Chromium
+//! with playwright-core:
+//! - `tests/browser/app.test.mjs`, the file store (log in, upload through
+//!   the file input, see it listed, download and compare, rename, delete, log
+//!   out, phone-sized layout);
+//! - `tests/browser/chat.test.mjs`, the chat page against a user on the
+//!   framed port, played by the script itself over raw TCP (messages both
+//!   ways in a room and directly, markup shown as text, a refused send,
+//!   history, a dropped socket resumed with `?since=`, presence, phone size,
+//!   logout closing the socket).
 //!
 //! Needs `node`, `tests/browser/node_modules` (`npm ci` there) and
 //! `/usr/bin/chromium`; `.ci/run` installs them. Where they are missing the
@@ -32,26 +38,24 @@ fn missing_prerequisite() -> Option<String> {
     None
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_app_works_in_headless_chromium() {
-    if let Some(what) = missing_prerequisite() {
-        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-        assert!(!ci, "the browser test cannot run: {what}");
-        eprintln!("SKIPPED the browser test: {what}");
-        return;
-    }
-    let srv = common::start(|_| {}).await;
-    let accounts =
-        sockit::accounts::Accounts::open(srv.data.path(), sockit::accounts::Settings::default())
-            .unwrap();
-    accounts.add_user("alice", "correct horse battery").unwrap();
+/// True (after saying so) when the prerequisites are missing outside CI.
+fn skipped() -> bool {
+    let Some(what) = missing_prerequisite() else {
+        return false;
+    };
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    assert!(!ci, "the browser test cannot run: {what}");
+    eprintln!("SKIPPED the browser test: {what}");
+    true
+}
+
+/// Runs `tests/browser/<script>` with `env`; fails with its output unless it passes.
+async fn run_node(script: &str, env: &[(&str, String)]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let out = tokio::process::Command::new("node")
-        .arg("app.test.mjs")
+        .arg(script)
         .current_dir(&dir)
-        .env("SOCKIT_URL", format!("http://{}", srv.web))
-        .env("SOCKIT_USER", "alice")
-        .env("SOCKIT_PASSWORD", "correct horse battery")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .output()
         .await
@@ -61,6 +65,58 @@ async fn the_app_works_in_headless_chromium() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "browser test failed:\n{text}");
+    assert!(
+        out.status.success(),
+        "browser test {script} failed:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_works_in_headless_chromium() {
+    if skipped() {
+        return;
+    }
+    let srv = common::start(|_| {}).await;
+    let accounts =
+        sockit::accounts::Accounts::open(srv.data.path(), sockit::accounts::Settings::default())
+            .unwrap();
+    accounts.add_user("alice", "correct horse battery").unwrap();
+    run_node(
+        "app.test.mjs",
+        &[
+            ("SOCKIT_URL", format!("http://{}", srv.web)),
+            ("SOCKIT_USER", "alice".into()),
+            ("SOCKIT_PASSWORD", "correct horse battery".into()),
+        ],
+    )
+    .await;
+    srv.stop().await;
+}
+
+/// The scenario: a user in the browser and a user of the framed
+/// protocol talk to each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_page_talks_with_a_framed_client_in_headless_chromium() {
+    if skipped() {
+        return;
+    }
+    let srv = common::start(|_| {}).await;
+    let accounts =
+        sockit::accounts::Accounts::open(srv.data.path(), sockit::accounts::Settings::default())
+            .unwrap();
+    accounts.add_user("alice", "correct horse battery").unwrap();
+    accounts.add_user("bob", "battery staple bob").unwrap();
+    run_node(
+        "chat.test.mjs",
+        &[
+            ("SOCKIT_URL", format!("http://{}", srv.web)),
+            ("SOCKIT_FRAMED", srv.framed.to_string()),
+            ("SOCKIT_USER", "alice".into()),
+            ("SOCKIT_PASSWORD", "correct horse battery".into()),
+            ("SOCKIT_PEER", "bob".into()),
+            ("SOCKIT_PEER_PASSWORD", "battery staple bob".into()),
+        ],
+    )
+    .await;
     srv.stop().await;
 }

@@ -146,6 +146,12 @@ impl Client {
         self.next_id
     }
 
+    /// The connection (hello done, authenticated if it was), for a service
+    /// that speaks its own messages on it (`exec`, `stats`).
+    pub fn into_connection(self) -> Connection<TcpStream> {
+        self.conn
+    }
+
     /// Sends a request without a body and returns its answer; an error frame
     /// becomes [`ClientError::Remote`].
     pub async fn call(&mut self, frame: Frame) -> Result<Frame, ClientError> {

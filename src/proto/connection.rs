@@ -5,6 +5,8 @@
 //! chunk by chunk and written either through the write buffer (small pieces) or
 //! straight to the stream (large pieces), never held whole.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
@@ -27,6 +29,8 @@ pub struct Connection<S> {
     wbuf: BytesMut,
     /// Tracks message boundaries and the body owed in each direction.
     codec: FrameCodec,
+    /// Where the bytes this connection moves are counted (`sockit stats`).
+    traffic: Option<Arc<crate::server::Counters>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -37,12 +41,60 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             codec: FrameCodec::new(limits),
+            traffic: None,
         }
+    }
+
+    /// Counts every byte read and written from now on in `counters`.
+    pub fn count_traffic(&mut self, counters: Arc<crate::server::Counters>) {
+        self.traffic = Some(counters);
+    }
+
+    /// The counters given to [`count_traffic`](Self::count_traffic), if any.
+    pub fn traffic(&self) -> Option<&Arc<crate::server::Counters>> {
+        self.traffic.as_ref()
+    }
+
+    /// The stream and the input read ahead but not yet decoded, for a
+    /// service that drives both directions at once for a while (`exec`
+    /// reads the client's stdin while it writes the program's output). The
+    /// caller reads and writes whole messages itself and must leave the
+    /// buffer at a message boundary. Refused while a body is owed in either
+    /// direction or output is buffered (flush first).
+    pub fn duplex_parts(&mut self) -> Result<(&mut S, &mut BytesMut), ProtoError> {
+        if self.codec.read_body_left() > 0 {
+            return Err(ProtoError::BodyIncomplete(self.codec.read_body_left()));
+        }
+        if self.codec.write_body_left() > 0 || !self.wbuf.is_empty() {
+            return Err(ProtoError::BodyIncomplete(
+                self.codec.write_body_left() + self.wbuf.len() as u64,
+            ));
+        }
+        Ok((&mut self.stream, &mut self.rbuf))
     }
 
     /// The wrapped stream.
     pub fn get_ref(&self) -> &S {
         &self.stream
+    }
+
+    /// Frees the read and write buffers if they hold nothing, so that a
+    /// connection waiting for a long time (a chat subscriber) costs no
+    /// buffer memory; the next read or write allocates again.
+    pub fn release_buffers(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > 0 {
+            self.wbuf = BytesMut::new();
+        }
+    }
+
+    /// The stream and the bytes read from it but not yet decoded, for a
+    /// caller that takes over the reading (a load generator's lean reader).
+    /// Only between messages: any unread body is part of the bytes.
+    pub fn into_parts(self) -> (S, BytesMut) {
+        (self.stream, self.rbuf)
     }
 
     /// The limits in force for reading.
@@ -55,7 +107,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.rbuf.capacity() - self.rbuf.len() < want {
             self.rbuf.reserve(want);
         }
-        Ok(self.stream.read_buf(&mut self.rbuf).await? > 0)
+        let n = self.stream.read_buf(&mut self.rbuf).await?;
+        if let Some(t) = &self.traffic {
+            t.add_in(n);
+        }
+        Ok(n > 0)
     }
 
     /// Reads the next message header. `Ok(None)` is a clean end of stream
@@ -153,6 +209,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.codec.encode(frame, &mut self.wbuf)
     }
 
+    /// Queues a header and its whole (small) body without flushing.
+    pub fn queue_message(&mut self, frame: &Frame, body: &[u8]) -> Result<(), ProtoError> {
+        self.codec.encode(frame, &mut self.wbuf)?;
+        self.codec.encode(body, &mut self.wbuf)
+    }
+
+    /// Queues complete messages encoded beforehand (by [`FrameCodec`], a
+    /// header with all of its body), without flushing. Lets one encoding be
+    /// written to many connections.
+    pub fn queue_encoded(&mut self, bytes: &[u8]) -> Result<(), ProtoError> {
+        if self.codec.write_body_left() > 0 {
+            return Err(ProtoError::BodyIncomplete(self.codec.write_body_left()));
+        }
+        self.wbuf.extend_from_slice(bytes);
+        Ok(())
+    }
+
     /// Writes a header and flushes it (one write for the whole header).
     pub async fn write_frame(&mut self, frame: &Frame) -> Result<(), ProtoError> {
         self.queue_frame(frame)?;
@@ -168,6 +241,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.codec.note_body_written(chunk.len())?;
         self.flush_buffer().await?;
         self.stream.write_all(chunk).await?;
+        if let Some(t) = &self.traffic {
+            t.add_out(chunk.len());
+        }
         Ok(())
     }
 
@@ -182,6 +258,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn flush_buffer(&mut self) -> Result<(), ProtoError> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
+            if let Some(t) = &self.traffic {
+                t.add_out(self.wbuf.len());
+            }
             self.wbuf.clear();
         }
         Ok(())

@@ -212,6 +212,8 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The server failed; the message says what happened.
     Internal,
+    /// A chat connection did not read its messages in time; closed.
+    SlowConsumer,
 }
 
 impl ErrorCode {
@@ -229,6 +231,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::SlowConsumer => "slow_consumer",
         }
     }
 }

@@ -42,6 +42,10 @@ pub struct Api {
     pub accounts: Accounts,
     /// The file store, if it runs.
     pub store: Option<Store>,
+    /// Host and server statistics, if enabled.
+    pub stats: Option<crate::stats::Stats>,
+    /// The chat relay, if it runs (`/api/chat`).
+    pub chat: Option<crate::chat::Relay>,
 }
 
 #[derive(Clone)]
@@ -69,6 +73,8 @@ impl Api {
             .route("/api/uploads/{*path}", get(upload_offset))
             .route("/api/mkdir", post(mkdir))
             .route("/api/mv", post(mv))
+            .route("/api/stats", get(stats))
+            .route("/api/chat", get(chat_socket))
             .fallback(|| async {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
             })
@@ -453,6 +459,65 @@ async fn whoami(State(st): State<ApiState>, req: Request) -> ApiResult {
         "allow_register": st.api.accounts.settings().allow_register,
     }))
     .into_response())
+}
+
+/// `GET /api/stats`: the same JSON as `sockit stats --json`.
+#[derive(Deserialize)]
+struct ChatQuery {
+    since: Option<i64>,
+}
+
+/// `GET /api/chat`: the chat over WebSocket (see docs/http-api.md).
+async fn chat_socket(
+    State(st): State<ApiState>,
+    query: Result<axum::extract::Query<ChatQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    upgrade: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> ApiResult {
+    let q = query
+        .map_err(|_| ApiError::bad_request("since must be an integer (a message seq)"))?
+        .0;
+    let upgrade =
+        upgrade.map_err(|e| ApiError::bad_request(format!("not a WebSocket request: {e}")))?;
+    let Some(relay) = st.api.chat.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the chat is not enabled on this server",
+        ));
+    };
+    // A page on another site must not open a socket with the cookie.
+    same_origin(&headers)?;
+    let who = st.auth(&Method::GET, &headers).await?;
+    let max = relay.settings().max_message + crate::chat::ws::JSON_OVERHEAD;
+    let accounts = st.api.accounts.clone();
+    let user = crate::chat::UserRef::from(&who.user);
+    Ok(upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| crate::chat::ws::serve(socket, relay, accounts, user, q.since)))
+}
+
+async fn stats(State(st): State<ApiState>, req: Request) -> ApiResult {
+    let who = st.auth(req.method(), req.headers()).await?;
+    let Some(stats) = st.api.stats.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "statistics are not enabled on this server",
+        ));
+    };
+    let fail =
+        |e: crate::stats::StatsError| ApiError::new(status_of(e.code()), e.code(), e.to_string());
+    stats.allowed(&who.user).map_err(fail)?;
+    let snap = stats.snapshot().await.map_err(fail)?;
+    let mut r = Json(snap).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
 }
 
 /// The remote path after `prefix` in the request's URL path.

@@ -216,7 +216,7 @@ impl Handler for HttpHandler {
     async fn serve(&self, stream: TcpStream, ctx: ConnCtx) {
         let settings = &self.web.inner.settings;
         let activity = Arc::new(AtomicU64::new(0));
-        let io = match Watched::new(stream, activity.clone()) {
+        let io = match Watched::new(stream, activity.clone(), ctx.counters.clone()) {
             Ok(w) => TokioIo::new(w),
             Err(e) => {
                 debug!(peer = %ctx.peer, "cannot register the connection: {e}");
@@ -292,16 +292,26 @@ struct Watched {
     inner: AsyncFd<std::net::TcpStream>,
     /// Bumped on every read or write that moved bytes.
     activity: Arc<AtomicU64>,
+    /// The web port's byte counters (`sockit stats`).
+    counters: Arc<crate::server::Counters>,
 }
 
 impl Watched {
-    fn new(stream: TcpStream, activity: Arc<AtomicU64>) -> std::io::Result<Watched> {
+    fn new(
+        stream: TcpStream,
+        activity: Arc<AtomicU64>,
+        counters: Arc<crate::server::Counters>,
+    ) -> std::io::Result<Watched> {
         let std_stream = stream.into_std()?;
         // SAFETY: a std TcpStream owns its descriptor, keeps it open until
         // it is dropped and always reports the same one, as `register`
         // requires.
         let inner = unsafe { AsyncFd::register(std_stream) }?;
-        Ok(Watched { inner, activity })
+        Ok(Watched {
+            inner,
+            activity,
+            counters,
+        })
     }
 
     fn touch(&self) {
@@ -320,6 +330,7 @@ impl Watched {
                 Ok(Ok(n)) => {
                     if n > 0 {
                         self.touch();
+                        self.counters.add_out(n);
                     }
                     return Poll::Ready(Ok(n));
                 }
@@ -367,6 +378,7 @@ impl AsyncRead for Watched {
             buf.advance(n);
             if n > 0 {
                 self.touch();
+                self.counters.add_in(n);
                 if n < want {
                     // Drained: the next read waits for a new event instead
                     // of asking the kernel again.

@@ -1,6 +1,8 @@
 //! Shared test helpers: start the real services in-process on port 0.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::net::SocketAddr;
 
 use sockit::config::Config;

@@ -1,4 +1,6 @@
 // sockit files: the browser app for the file store (docs/http-api.md).
+// The chat page lives in chat.js; this file tells it who is logged in and
+// which view the hash names ("sockit:session" and "sockit:route" events).
 //
 // Plain script, no build step, no dependencies. The page is served under a
 // strict Content-Security-Policy, so everything is wired here with
@@ -18,6 +20,11 @@
 
   const el = {
     account: $("account"),
+    brandSub: $("brand-sub"),
+    views: $("views"),
+    navFiles: $("nav-files"),
+    navChat: $("nav-chat"),
+    chatView: $("chat-view"),
     accountName: $("account-name"),
     accountUsage: $("account-usage"),
     logout: $("logout"),
@@ -203,8 +210,49 @@
 
   // ---------------------------------------------------------------- views
 
+  /** The user chat.js was last told about. */
+  let announcedUser = null;
+
+  /** Tells chat.js who is logged in (null: nobody; it closes its socket). */
+  function announceSession(user) {
+    if (user === announcedUser) return;
+    announcedUser = user;
+    document.dispatchEvent(new CustomEvent("sockit:session", { detail: { user } }));
+  }
+
+  /** The chat's part of the hash ("#chat/lobby" -> "lobby", "#chat" -> ""), or null for the files. */
+  function chatFromHash() {
+    const m = /^#chat(?:\/(.*))?$/.exec(location.hash);
+    if (!m) return null;
+    try {
+      return decodeURIComponent(m[1] || "");
+    } catch (_) {
+      return m[1] || "";
+    }
+  }
+
+  /** Shows the view the hash names: the chat, or the folder. */
+  function route() {
+    const chat = chatFromHash();
+    const inChat = chat !== null;
+    el.browserView.hidden = inChat;
+    el.chatView.hidden = !inChat;
+    document.body.classList.toggle("chat-mode", inChat);
+    el.brandSub.textContent = inChat ? "chat" : "files";
+    const [on, off] = inChat ? [el.navChat, el.navFiles] : [el.navFiles, el.navChat];
+    on.setAttribute("aria-current", "page");
+    off.removeAttribute("aria-current");
+    document.dispatchEvent(new CustomEvent("sockit:route", { detail: { chat } }));
+    if (!inChat) loadFolder();
+  }
+
   function showLogin() {
     el.account.hidden = true;
+    el.views.hidden = true;
+    el.chatView.hidden = true;
+    document.body.classList.remove("chat-mode");
+    announceSession(null);
+    document.dispatchEvent(new CustomEvent("sockit:route", { detail: { chat: null } }));
     el.browserView.hidden = true;
     el.loginView.hidden = false;
     el.registerSubmit.hidden = !state.allowRegister;
@@ -215,10 +263,11 @@
 
   function showBrowser() {
     el.loginView.hidden = true;
-    el.browserView.hidden = false;
     el.account.hidden = false;
+    el.views.hidden = false;
     el.accountName.textContent = state.user;
-    loadFolder();
+    announceSession(state.user);
+    route();
   }
 
   function applyWhoami(data) {
@@ -335,7 +384,12 @@
   }
 
   window.addEventListener("hashchange", () => {
-    if (state.user) loadFolder();
+    if (state.user) route();
+  });
+
+  // chat.js saw its socket refused and /api/whoami answer 401.
+  document.addEventListener("sockit:unauthorized", () => {
+    if (state.user) showError(new ApiError(401, {}));
   });
 
   function renderBreadcrumb(parts) {
@@ -447,6 +501,7 @@
     const parts = folderFromHash();
     const seq = ++state.listSeq;
     state.folder = parts;
+    el.navFiles.href = hashFor(parts);
     renderBreadcrumb(parts);
     document.title = (parts.length ? parts[parts.length - 1] + " \u2014 " : "") + "sockit files";
     try {
@@ -472,7 +527,7 @@
   /** Reloads the listing (after a change) without touching the hash. */
   function refresh() {
     if (state.user) {
-      loadFolder();
+      if (chatFromHash() === null) loadFolder();
       refreshUsage();
     }
   }
@@ -792,7 +847,7 @@
   const hasFiles = (ev) => ev.dataTransfer && Array.from(ev.dataTransfer.types || []).includes("Files");
 
   document.addEventListener("dragenter", (ev) => {
-    if (!state.user || !hasFiles(ev)) return;
+    if (!state.user || !hasFiles(ev) || chatFromHash() !== null) return;
     ev.preventDefault();
     dragDepth += 1;
     document.body.classList.add("dragging");
@@ -800,7 +855,8 @@
   document.addEventListener("dragover", (ev) => {
     if (!state.user || !hasFiles(ev)) return;
     ev.preventDefault();
-    ev.dataTransfer.dropEffect = "copy";
+    // The chat takes no files, but a drop must not open the file instead of the app.
+    ev.dataTransfer.dropEffect = chatFromHash() === null ? "copy" : "none";
   });
   document.addEventListener("dragleave", () => {
     dragDepth = Math.max(0, dragDepth - 1);
@@ -811,7 +867,7 @@
     document.body.classList.remove("dragging");
     if (!hasFiles(ev)) return;
     ev.preventDefault();
-    if (!state.user) return;
+    if (!state.user || chatFromHash() !== null) return;
     // dataTransfer.files lines up with the items of kind "file"; a dropped
     // folder is one of them too, but cannot be read as a file.
     const items = Array.from(ev.dataTransfer.items || []).filter((it) => it.kind === "file");

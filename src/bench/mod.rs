@@ -561,3 +561,5 @@ impl Report {
         s
     }
 }
+
+pub mod chat;

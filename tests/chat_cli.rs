@@ -1,0 +1,64 @@
+//! `sockit chat` as a user runs it: the real binary against a real server
+//! process, including a SIGKILL of the server between a message and its
+//! delivery.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+
+use common::cli::{serve, User};
+
+#[test]
+fn a_message_acknowledged_before_a_sigkill_is_delivered_after_the_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let mut srv = serve(data.path(), "127.0.0.1:0");
+    let alice = User::new(&srv.addr);
+    alice.sign_up("alice");
+    let bob = User::new(&srv.addr);
+    bob.sign_up("bob");
+
+    // Bob is offline. alice's `send` exits 0 only once the server stored it.
+    alice.ok(&["chat", "send", "--to", "bob", "lunch at 12? \u{1b}[31m"]);
+    // A room message, piped into the interactive client.
+    let (ok, out, err) = alice.run(&["chat", "--room", "lobby"], "hello room\n/quit\n");
+    assert!(ok, "{err}");
+    assert!(out.contains("#lobby <alice> hello room"), "{out}");
+
+    // kill -9, then a new server on the same data directory and port.
+    let addr = srv.addr.clone();
+    srv.child.kill().unwrap();
+    srv.child.wait().unwrap();
+    let srv = serve(data.path(), &addr);
+
+    // Bob's tail: the direct message first (escaped), then the room's
+    // history once he follows the room.
+    let mut tail = bob.cmd(&["chat", "tail", "--json"]).spawn().unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["from"], "alice");
+    assert_eq!(first["to"], "bob");
+    assert_eq!(first["text"], "lunch at 12? \u{1b}[31m");
+    tail.kill().unwrap();
+    tail.wait().unwrap();
+
+    let mut tail = bob
+        .cmd(&["chat", "tail", "--room", "Lobby"])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    assert!(line.ends_with("#lobby <alice> hello room"), "{line}");
+    // A message sent now arrives live.
+    bob.ok(&["chat", "send", "--room", "lobby", "bob: back \u{7}"]);
+    let line = lines.next().unwrap().unwrap();
+    assert!(line.ends_with("#lobby <bob> bob: back \\u{7}"), "{line}");
+    tail.kill().unwrap();
+    tail.wait().unwrap();
+
+    // Refusals are one line and exit non-zero.
+    let err = bob.fails(&["chat", "send", "--room", "elsewhere", "hi"]);
+    assert!(err.contains("not a member"), "{err}");
+    let err = bob.fails(&["chat", "send", "--to", "nobody", "hi"]);
+    assert!(err.contains("no user"), "{err}");
+    drop(srv);
+}
