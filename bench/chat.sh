@@ -14,8 +14,8 @@
 #      flight). Deliveries/s and the latency from the sender's write to each
 #      member's read (p50, p99), medians of RUNS runs.
 #   2. idle: MEMBERS users with 1 + HOLD connections each, all subscribed and
-#      reading, held for a few seconds; the server's VmRSS while they are
-#      held (and before).
+#      reading, held for a few seconds; the VmRSS of a freshly started server
+#      before and while they are held.
 # Client and server share the machine's cores, as everything in bench/ does.
 # Run from the repo root:
 #   bash bench/chat.sh
@@ -86,8 +86,12 @@ for rate in $RATES; do
 done
 
 record_line "sockit bench chat 127.0.0.1:$PORT --members $MEMBERS --hold $HOLD --messages 10 --rate 5 --linger 6s --token-cache bench/out/chat-tokens.txt"
+stop_bg "$SERVER"
 for ((run = 1; run <= RUNS; run++)); do
-    log "idle: $HOLD_TOTAL subscribed connections, run $run/$RUNS"
+    log "idle: $HOLD_TOTAL subscribed connections, run $run/$RUNS (a fresh server)"
+    start_bg chat-server-idle "$SOCKIT" serve --config "$CONFIG" --data-dir "$DATA" --framed-bind "127.0.0.1:$PORT"
+    SERVER=$LAST_PID
+    wait_port "$PORT" "$SERVER"
     before=$(rss_kib "$SERVER")
     err="$LOGS/chat-idle-$run.log"
     bench_chat --hold "$HOLD" --messages 10 --rate 5 --linger 6s >/dev/null 2>"$err" &
@@ -101,8 +105,8 @@ for ((run = 1; run <= RUNS; run++)); do
     held=$(rss_kib "$SERVER")
     wait "$client"
     printf 'idle\t%s\t%s\t%s\n' "$run" "$before" "$held" >>"$RESULTS"
+    stop_bg "$SERVER"
 done
-stop_bg "$SERVER"
 
 col() { awk -F'\t' -v n="$1" -v c="$2" '$1 == n { print $c }' "$RESULTS" | median; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f\n", k / 1024 }'; }

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -195,21 +195,69 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], AccountError> {
     Ok(buf)
 }
 
+/// Argon2id runs at once, at most one per core. Each takes 19 MiB and a
+/// core for tens of milliseconds: a burst of logins (or an attacker guessing
+/// passwords) waits its turn instead of taking every core and, through the
+/// allocator's per-thread arenas, hundreds of MiB that are never returned.
+struct HashGate {
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+static HASH_GATE: HashGate = HashGate {
+    busy: Mutex::new(0),
+    freed: Condvar::new(),
+};
+
+fn hash_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Runs `f` when a hashing slot is free.
+fn gated<T>(f: impl FnOnce() -> T) -> T {
+    let max = hash_slots();
+    {
+        let mut busy = HASH_GATE.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy >= max {
+            busy = HASH_GATE
+                .freed
+                .wait(busy)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        *busy += 1;
+    }
+    // Released even if `f` panics.
+    struct Slot;
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            let mut busy = HASH_GATE.busy.lock().unwrap_or_else(|p| p.into_inner());
+            *busy = busy.saturating_sub(1);
+            HASH_GATE.freed.notify_one();
+        }
+    }
+    let _slot = Slot;
+    f()
+}
+
 fn hash_password(password: &str) -> Result<String, AccountError> {
     let salt = SaltString::encode_b64(&random_bytes::<16>()?)
         .map_err(|e| AccountError::Internal(e.to_string()))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AccountError::Internal(e.to_string()))
+    gated(|| {
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| AccountError::Internal(e.to_string()))
+    })
 }
 
 fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
         .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
+            gated(|| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
         })
         .unwrap_or(false)
 }

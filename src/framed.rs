@@ -237,6 +237,7 @@ impl Session<'_> {
             if !link.has_ready() {
                 // About to wait: hold no buffers meanwhile.
                 self.conn.release_buffers();
+                link.release_buffers();
             }
             // Ready events first (then the shutdown signal is not even
             // registered while a busy connection writes).

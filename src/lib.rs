@@ -20,6 +20,9 @@
 //! - [`files`]: the file service: put, get, ls, rm, mv, mkdir, verified and
 //!   resumable, server and client.
 //! - [`netcat`]: `connect` and `listen`, a netcat-style client and its mirror.
+//! - [`chat`]: the chat relay: direct messages, rooms, presence and offline
+//!   delivery for logged-in users, on the framed port and over WebSocket;
+//!   and `sockit chat`.
 //! - [`exec`]: remote commands for administrators (`sockit exec`): an
 //!   allowlisted program in its own process group, its pipes relayed over
 //!   the framed port, every run in an audit log.

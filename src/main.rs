@@ -586,6 +586,7 @@ struct BenchEchoArgs {
 }
 
 fn main() -> ExitCode {
+    server::tune_allocator();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -160,6 +160,16 @@ impl<T> Link<T> {
         }
     }
 
+    /// Frees queue memory left from a burst, before the connection waits.
+    pub fn release_buffers(&mut self) {
+        if self.taken.is_empty() {
+            self.taken = VecDeque::new();
+        }
+        if let Some(s) = &self.sub {
+            s.outbox.shrink();
+        }
+    }
+
     /// Whether an event is waiting to be written now.
     pub fn has_ready(&self) -> bool {
         !self.taken.is_empty()

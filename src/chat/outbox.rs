@@ -170,6 +170,14 @@ impl Outbox {
         }
     }
 
+    /// Frees the queue's memory if it is empty (after a burst).
+    pub fn shrink(&self) {
+        let mut s = self.lock();
+        if s.events.is_empty() && s.events.capacity() > 0 {
+            s.events = VecDeque::new();
+        }
+    }
+
     /// Waits until there is something to take or the connection is kicked.
     /// Cancel-safe.
     pub async fn ready(&self) {

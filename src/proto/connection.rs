@@ -104,6 +104,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Reads into the buffer; `Ok(false)` at end of stream.
     async fn fill(&mut self, want: usize) -> Result<bool, ProtoError> {
+        if self.rbuf.capacity() == 0 {
+            // No buffer (a new connection, or one that released it to wait):
+            // wait for the first bytes with a small buffer in the task, so a
+            // connection that waits long holds no heap buffer meanwhile.
+            let mut first = [0u8; 512];
+            let n = self.stream.read(&mut first).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            if let Some(t) = &self.traffic {
+                t.add_in(n);
+            }
+            self.rbuf.reserve(want.max(n));
+            self.rbuf.extend_from_slice(&first[..n]);
+            return Ok(true);
+        }
         if self.rbuf.capacity() - self.rbuf.len() < want {
             self.rbuf.reserve(want);
         }
@@ -127,6 +143,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     Item::Header(frame) => return Ok(Some(frame)),
                     Item::Body(_) => unreachable!("body was discarded above"),
                 }
+            }
+            if self.rbuf.is_empty() {
+                // Between messages with nothing buffered: the connection may
+                // now wait a long time, so it gives its buffer back (the
+                // next bytes arrive in a small buffer in the task).
+                self.rbuf = BytesMut::new();
             }
             if !self.fill(READ_SIZE).await? {
                 return match self.codec.decode_eof(&mut self.rbuf)? {
