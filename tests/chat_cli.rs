@@ -62,3 +62,35 @@ fn a_message_acknowledged_before_a_sigkill_is_delivered_after_the_restart() {
     assert!(err.contains("no user"), "{err}");
     drop(srv);
 }
+
+#[test]
+fn tail_reconnects_by_itself_and_misses_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let mut srv = serve(data.path(), "127.0.0.1:0");
+    let alice = User::new(&srv.addr);
+    alice.sign_up("alice");
+    let bob = User::new(&srv.addr);
+    bob.sign_up("bob");
+
+    let mut tail = bob.cmd(&["chat", "tail", "--json"]).spawn().unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    let mut stderr = BufReader::new(tail.stderr.take().unwrap()).lines();
+    alice.ok(&["chat", "send", "--to", "bob", "one"]);
+    let m: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(m["text"], "one");
+
+    // The server dies; while it is away nobody can send; it comes back on
+    // the same port, a message is sent, and the tail shows it once.
+    let addr = srv.addr.clone();
+    srv.child.kill().unwrap();
+    srv.child.wait().unwrap();
+    let line = stderr.next().unwrap().unwrap();
+    assert!(line.contains("reconnecting"), "{line}");
+    let srv = serve(data.path(), &addr);
+    alice.ok(&["chat", "send", "--to", "bob", "two"]);
+    let m: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(m["text"], "two");
+    tail.kill().unwrap();
+    tail.wait().unwrap();
+    drop(srv);
+}
