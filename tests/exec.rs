@@ -472,16 +472,9 @@ async fn a_dropped_connection_or_a_server_shutdown_kills_the_group() {
 
 /// A `sockit serve` process for the tests that need one of their own.
 struct ServerProcess {
-    child: std::process::Child,
+    server: common::cli::Server,
     addr: String,
     data: tempfile::TempDir,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn serve_process() -> ServerProcess {
@@ -492,41 +485,10 @@ fn serve_process() -> ServerProcess {
         "[exec]\nenabled = true\nallow = [\"sh\", \"head\", \"cat\"]\nmax_output = 209715200\n",
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--echo-bind",
-            "127.0.0.1:0",
-            "--framed-bind",
-            "127.0.0.1:0",
-            "--web-bind",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("RUST_LOG", "sockit=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited early"
-        );
-        if line.contains("service=\"framed\"") && line.contains("listening") {
-            break line.split("addr=").nth(1).unwrap().trim().to_string();
-        }
-    };
-    // Keep draining the log so the server never blocks on it.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    ServerProcess { child, addr, data }
+    let config = config.to_str().unwrap().to_string();
+    let server = common::cli::serve_with(data.path(), "127.0.0.1:0", &["--config", &config]);
+    let addr = server.addr.clone();
+    ServerProcess { server, addr, data }
 }
 
 /// Peak and current resident memory of a process, in KiB.
@@ -568,7 +530,7 @@ impl Write for SlowSink {
 async fn a_slow_client_slows_the_program_not_the_servers_memory() {
     let srv = serve_process();
     let mut conn = login(&srv.addr, srv.data.path(), "jay", true).await;
-    let pid = srv.child.id();
+    let pid = srv.server.child.id();
     // Warm up: one small run, so the baseline includes what any run costs.
     assert_eq!(
         exec(&mut conn, &["head", "-c", "1000", "/dev/zero"], None)

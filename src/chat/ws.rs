@@ -68,6 +68,20 @@ fn error_json(id: &Option<Value>, e: &ChatError) -> Value {
     v
 }
 
+/// The answer to a send: `sent`, or the refusal, with the request's id.
+fn answer_json(id: Option<Value>, r: Result<super::Sent, ChatError>) -> Value {
+    match r {
+        Ok(sent) => {
+            let mut v = json!({"type": "sent", "seq": sent.seq, "ts": sent.ts});
+            if let (Some(id), Some(o)) = (id, v.as_object_mut()) {
+                o.insert("id".into(), id);
+            }
+            v
+        }
+        Err(e) => error_json(&id, &e),
+    }
+}
+
 /// Why the socket is closing.
 enum Close {
     /// The browser went away or broke the protocol: just stop.
@@ -213,19 +227,7 @@ async fn run(
             biased;
             out = link.next() => match out {
                 Output::Event(e) => socket.send_events(link, e).await?,
-                Output::Answer(id, r) => {
-                    let v = match r {
-                        Ok(sent) => {
-                            let mut v = json!({"type": "sent", "seq": sent.seq, "ts": sent.ts});
-                            if let (Some(id), Some(o)) = (id, v.as_object_mut()) {
-                                o.insert("id".into(), id);
-                            }
-                            v
-                        }
-                        Err(e) => error_json(&id, &e),
-                    };
-                    socket.send_json(link, &v).await?;
-                }
+                Output::Answer(id, r) => socket.send_json(link, &answer_json(id, r)).await?,
                 Output::Kicked => return Err(kicked(link)),
                 Output::Closed => return Err(Close::Shutdown),
             },
@@ -323,19 +325,10 @@ async fn answer(
     while link.in_flight() {
         match link.next().await {
             Output::Event(e) => socket.send_events(link, e).await.map_err(Err)?,
-            Output::Answer(aid, r) => {
-                let v = match r {
-                    Ok(sent) => {
-                        let mut v = json!({"type": "sent", "seq": sent.seq, "ts": sent.ts});
-                        if let (Some(aid), Some(o)) = (aid, v.as_object_mut()) {
-                            o.insert("id".into(), aid);
-                        }
-                        v
-                    }
-                    Err(e) => error_json(&aid, &e),
-                };
-                socket.send_json(link, &v).await.map_err(Err)?;
-            }
+            Output::Answer(aid, r) => socket
+                .send_json(link, &answer_json(aid, r))
+                .await
+                .map_err(Err)?,
             Output::Kicked => return Err(Err(kicked(link))),
             Output::Closed => return Err(Err(Close::Shutdown)),
         }
