@@ -46,6 +46,9 @@ check_free "$PORT"
 
 DATA="$OUT/chat-data"
 TOKENS="$OUT/chat-tokens.txt"
+unset SOCKIT_CONFIG
+export SOCKIT_CONFIG_DIR="$OUT/chat-client"   # the pinned certificate
+mkdir -p "$SOCKIT_CONFIG_DIR"
 mkdir -p "$DATA"
 CONFIG="$DATA/sockit.toml"
 cat >"$CONFIG" <<EOF2
@@ -65,6 +68,7 @@ record "$SOCKIT" serve --config bench/out/chat-data/sockit.toml --data-dir bench
 start_bg chat-server "$SOCKIT" serve --config "$CONFIG" --data-dir "$DATA" --framed-bind "127.0.0.1:$PORT"
 SERVER=$LAST_PID
 wait_port "$PORT" "$SERVER"
+trust_server "$DATA" "$PORT"
 
 RESULTS="$RAW/chat.tsv"
 : >"$RESULTS"

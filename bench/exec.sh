@@ -91,6 +91,7 @@ start_bg exec-server "$SOCKIT" serve --config "$CONFIG" --data-dir "$DATA" \
     --framed-bind "127.0.0.1:$PORT" --echo-bind 127.0.0.1:0 --web-bind 127.0.0.1:0
 SERVER=$LAST_PID
 wait_port "$PORT" "$SERVER"
+trust_server "$DATA" "$PORT"
 record "$SOCKIT" login --user bench
 "$SOCKIT" login --user bench 2>>"$LOGS/exec-admin.log"
 

@@ -201,6 +201,7 @@ start_server() {
 # leaves memory behind in that process, which would inflate run 1's RSS
 start_server 0
 record_line "export SOCKIT_CONFIG_DIR=bench/out/files-client SOCKIT_SERVER=127.0.0.1:$PORT SOCKIT_PASSWORD=bench-password"
+trust_server "$DATA" "$PORT"
 record "$SOCKIT" register --user bench
 client files-register "$SOCKIT" register --user bench
 record "$SOCKIT" login --user bench

@@ -357,6 +357,16 @@ ratio() {
     awk -v a="$a" -v b="$b" -v d="$d" 'BEGIN { if (b == 0) print "n/a"; else printf "%.*f\n", d, a / b }'
 }
 
+# trust_server DATA PORT: pin the certificate of the `sockit serve` whose data
+# directory is DATA, listening on 127.0.0.1:PORT, in $SOCKIT_CONFIG_DIR: what
+# a user's "yes" on the first connection does (the framed port speaks TLS).
+trust_server() {
+    local fp
+    fp=$("$SOCKIT" tls fingerprint --data-dir "$1") || die "no certificate in $1/tls"
+    "$SOCKIT" tls trust "127.0.0.1:$2" "$fp" 2>/dev/null || die "cannot pin 127.0.0.1:$2"
+    record_line "sockit tls trust 127.0.0.1:$2 \"\$(sockit tls fingerprint --data-dir ${1//"$ROOT/"/})\""
+}
+
 # ---------------------------------------------------------------- commands log
 CMDS=()
 # quote CMD...: the command line shell-quoted, repository root stripped.

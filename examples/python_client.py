@@ -14,9 +14,16 @@ anything about recv() boundaries: it reads exactly 4 bytes, then exactly N
 bytes, then exactly S bytes, looping on recv() until each part is complete
 (see Client.recv_exact).
 
+The server's framed port speaks TLS by default; this client wraps its
+socket with the ssl module (--tls) and trusts the server either by pinning
+its certificate's fingerprint (--fingerprint, what `sockit tls fingerprint`
+prints on the server) or through a CA file (--cafile). Without --tls it
+speaks plain TCP, for a server run with `tls = false`.
+
 Usage:
 
-    python3 examples/python_client.py ping
+    python3 examples/python_client.py --tls --fingerprint SHA256:... ping
+    python3 examples/python_client.py ping      # a plain (tls = false) server
     python3 examples/python_client.py --port 7070 ping --count 3 --body hello
     python3 examples/python_client.py selftest
     printf '%s\n' "$PASSWORD" | python3 examples/python_client.py register --user alice --password-stdin
@@ -45,10 +52,12 @@ As a library:
 
 import argparse
 import getpass
+import hashlib
 import json
 import os
 import secrets
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -390,6 +399,18 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
+def normalize_fingerprint(text):
+    """SHA256:<64 lowercase hex> from any usual spelling (colons, case,
+    with or without the SHA256: prefix)."""
+    t = text.strip()
+    if t.lower().startswith("sha256:"):
+        t = t[7:]
+    t = t.replace(":", "").lower()
+    if len(t) != 64 or any(c not in "0123456789abcdef" for c in t):
+        raise ValueError("not a SHA-256 fingerprint: %r" % text)
+    return "SHA256:" + t
+
+
 class Client:
     """One connection to a sockit framed-protocol server.
 
@@ -401,10 +422,16 @@ class Client:
 
     def __init__(self, host=DEFAULT_HOST, port=DEFAULT_PORT, timeout=10.0,
                  max_header=MAX_HEADER, max_body=MAX_BODY,
-                 max_memory_body=MAX_MEMORY_BODY):
+                 max_memory_body=MAX_MEMORY_BODY,
+                 tls=False, fingerprint=None, cafile=None):
         self.host = host
         self.port = port
         self.timeout = timeout
+        # TLS: pin the certificate's SHA-256 fingerprint, or verify it
+        # against a CA file (name and dates checked), or the system's CAs.
+        self.tls = tls or fingerprint is not None or cafile is not None
+        self.fingerprint = normalize_fingerprint(fingerprint) if fingerprint else None
+        self.cafile = cafile
         self.max_header = max_header
         self.max_body = max_body
         self.max_memory_body = max_memory_body
@@ -414,10 +441,41 @@ class Client:
     # -- connection -------------------------------------------------------
 
     def connect(self):
-        """Open the TCP connection. Raises OSError (e.g. ConnectionRefusedError)."""
-        self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        """Open the connection (TCP, then TLS if asked). Raises OSError
+        (e.g. ConnectionRefusedError); ssl.SSLError is an OSError too."""
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls:
+            try:
+                sock = self._wrap(sock)
+            except BaseException:
+                sock.close()
+                raise
+        self.sock = sock
         return self
+
+    def _wrap(self, sock):
+        """TLS over `sock`, trusting the server as configured."""
+        if self.fingerprint:
+            # Pinning: the certificate is self-signed, so no CA can vouch
+            # for it; its exact fingerprint is checked instead, right after
+            # the handshake and before anything is sent.
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        else:
+            ctx = ssl.create_default_context(cafile=self.cafile)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        tls = ctx.wrap_socket(sock, server_hostname=self.host)
+        if self.fingerprint:
+            der = tls.getpeercert(binary_form=True)
+            got = "SHA256:" + hashlib.sha256(der).hexdigest()
+            if got != self.fingerprint:
+                tls.close()
+                raise ssl.SSLError(
+                    "the server's certificate is %s, not the pinned %s: "
+                    "refusing to talk to it" % (got, self.fingerprint))
+        return tls
 
     def close(self):
         if self.sock is not None:
@@ -958,6 +1016,14 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="socket timeout in seconds (default %(default)s)")
+    parser.add_argument("--tls", action="store_true",
+                        help="speak TLS (the server's default); trust by --fingerprint, "
+                             "--cafile, or the system's CAs")
+    parser.add_argument("--fingerprint", metavar="SHA256:HEX",
+                        help="pin the server certificate's SHA-256 fingerprint "
+                             "(`sockit tls fingerprint` on the server); implies --tls")
+    parser.add_argument("--cafile", metavar="FILE",
+                        help="verify the server against the CA certificate(s) in FILE; implies --tls")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     p = sub.add_parser("ping", help="handshake, then send pings and print round-trip times")
@@ -1013,7 +1079,12 @@ def main(argv=None):
             print("error: %s" % e, file=sys.stderr)
             return 1
 
-    client = Client(args.host, args.port, timeout=args.timeout)
+    try:
+        client = Client(args.host, args.port, timeout=args.timeout, tls=args.tls,
+                        fingerprint=args.fingerprint, cafile=args.cafile)
+    except ValueError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 1
     try:
         client.connect()
     except OSError as e:

@@ -32,6 +32,12 @@ pub enum ConfigError {
 pub struct Config {
     /// Where sockit keeps its state (accounts, files, logs).
     pub data_dir: PathBuf,
+    /// PEM certificate chain for TLS (framed and web ports); empty uses a
+    /// self-signed certificate made on first start in `<data_dir>/tls/`.
+    /// Reloaded on SIGHUP.
+    pub tls_cert: PathBuf,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: PathBuf,
     /// Limits shared by every TCP service.
     pub limits: LimitsConfig,
     /// The echo service.
@@ -56,6 +62,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("sockit-data"),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
             limits: LimitsConfig::default(),
             echo: EchoConfig::default(),
             framed: FramedConfig::default(),
@@ -233,6 +241,10 @@ pub struct WebConfig {
     pub header_timeout: Duration,
     /// Largest request header block, in bytes.
     pub max_header_bytes: usize,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with the server's certificate
+    /// (`tls_cert`, or the self-signed one); plain HTTP requests get a
+    /// redirect.
+    pub tls: bool,
 }
 
 impl Default for WebConfig {
@@ -251,6 +263,7 @@ impl Default for WebConfig {
             app: true,
             header_timeout: web::DEFAULT_HEADER_TIMEOUT,
             max_header_bytes: web::DEFAULT_MAX_HEADER_BYTES,
+            tls: false,
         }
     }
 }
@@ -278,7 +291,7 @@ impl WebConfig {
             header_timeout: self.header_timeout,
             max_header_bytes: self.max_header_bytes,
             csp: self.csp.clone(),
-            tls: false,
+            tls: self.tls,
         }
     }
 }
@@ -427,9 +440,16 @@ pub struct FramedConfig {
     pub max_header: usize,
     /// Largest body `size` accepted, in bytes.
     pub max_body: u64,
-    /// Time a new connection has to send `hello`.
+    /// Time a new connection has to send `hello` (and, with TLS, to
+    /// complete the TLS handshake).
     #[serde(with = "human_duration")]
     pub handshake_timeout: Duration,
+    /// Speak TLS. `false` serves plain TCP (for the exercises' Python
+    /// clients), on a loopback address only unless `plain_on_network`.
+    pub tls: bool,
+    /// Allow `tls = false` on an address other than loopback: passwords,
+    /// tokens and files then cross the network readable by anyone on it.
+    pub plain_on_network: bool,
 }
 
 impl Default for FramedConfig {
@@ -440,6 +460,8 @@ impl Default for FramedConfig {
             max_header: proto::codec::DEFAULT_MAX_HEADER,
             max_body: proto::codec::DEFAULT_MAX_BODY,
             handshake_timeout: framed::DEFAULT_HANDSHAKE_TIMEOUT,
+            tls: true,
+            plain_on_network: false,
         }
     }
 }
@@ -458,6 +480,14 @@ impl FramedConfig {
 }
 
 impl Config {
+    /// Where the TLS certificate comes from.
+    pub fn cert_source(&self) -> crate::tls::CertSource {
+        fn set(p: &Path) -> Option<&Path> {
+            (!p.as_os_str().is_empty()).then_some(p)
+        }
+        crate::tls::CertSource::new(&self.data_dir, set(&self.tls_cert), set(&self.tls_key))
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -484,6 +514,9 @@ impl Config {
         }
         if config.framed.max_header == 0 || config.framed.max_header > u32::MAX as usize {
             return Err("framed.max_header must be between 1 and 4294967295".into());
+        }
+        if config.tls_cert.as_os_str().is_empty() != config.tls_key.as_os_str().is_empty() {
+            return Err("tls_cert and tls_key go together: set both or neither".into());
         }
         if config.exec.timeout.is_zero() {
             return Err("exec.timeout must be more than 0".into());

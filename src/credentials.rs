@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -78,29 +78,11 @@ impl Credentials {
     /// Writes the file atomically, readable by its owner only.
     pub fn save(&self) -> Result<(), CredentialsError> {
         let path = path()?;
-        let err = |source| CredentialsError::Io {
-            path: path.clone(),
-            source,
-        };
-        let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-        std::fs::create_dir_all(&dir).map_err(err)?;
-        let tmp = dir.join(format!(".credentials.json.{}", std::process::id()));
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut file = opts.open(&tmp).map_err(err)?;
         let json = serde_json::to_vec_pretty(self).map_err(|e| CredentialsError::Damaged {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        file.write_all(&json).map_err(err)?;
-        file.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)?;
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        write_atomic(&path, &json, 0o600).map_err(|source| CredentialsError::Io { path, source })
     }
 
     /// Which server a command talks to: the flag, then `$SOCKIT_SERVER`, then
@@ -115,4 +97,43 @@ impl Credentials {
             .or_else(|| self.last_server.clone())
             .unwrap_or_else(|| DEFAULT_SERVER.to_string())
     }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old file or the
+/// new one, never a mix: a temporary file beside it (created with `mode`),
+/// fsync, rename, fsync of the folder. Creates the folder if needed.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+    if !dir.as_os_str().is_empty() {
+        std::fs::create_dir_all(&dir)?;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let written = (|| {
+        let mut file = opts.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    if let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        &dir
+    }) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }

@@ -773,10 +773,10 @@ impl Session<'_> {
                 detail: format!(" ({detail})"),
             };
         }
-        if let Some(tls) = chain(&e).find_map(rustls_error) {
+        if let Some(tls) = chain(&e).find_map(crate::tls::client::rustls_error) {
             return FetchError::Tls {
                 host,
-                reason: describe_tls(tls),
+                reason: crate::tls::describe(tls, "--cacert"),
             };
         }
         if e.is_timeout() {
@@ -924,19 +924,6 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
         .unwrap_or_else(|| e.to_string())
 }
 
-/// A rustls error in the chain. rustls errors travel inside `io::Error`s,
-/// sometimes one inside another, and an `io::Error`'s `source()` skips what
-/// it wraps, so each one is opened.
-fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut e = e;
-    loop {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        e = e.downcast_ref::<io::Error>()?.get_ref()?;
-    }
-}
-
 /// The kind of the innermost `io::Error` wrapped in `e`, if `e` is one.
 fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
     let mut io = e.downcast_ref::<io::Error>()?;
@@ -944,24 +931,6 @@ fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
         io = inner;
     }
     Some(io.kind())
-}
-
-fn describe_tls(e: &rustls::Error) -> String {
-    use rustls::CertificateError as C;
-    match e {
-        rustls::Error::InvalidCertificate(c) => match c {
-            C::UnknownIssuer | C::BadSignature => "the server's certificate is not trusted (unknown issuer); if your own CA signed it, pass that CA with --cacert FILE".into(),
-            C::Expired | C::ExpiredContext { .. } => "the server's certificate has expired".into(),
-            C::NotValidYet | C::NotValidYetContext { .. } => "the server's certificate is not valid yet".into(),
-            C::NotValidForName | C::NotValidForNameContext { .. } => {
-                "the server's certificate is not valid for this host name".into()
-            }
-            C::Revoked => "the server's certificate has been revoked".into(),
-            C::Other(other) => format!("the server's certificate is not accepted ({other})"),
-            other => format!("the server's certificate is not accepted ({other:?})"),
-        },
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+
+use crate::tls::Stream;
 use tracing::{debug, warn};
 
 use crate::accounts::{AccountError, Accounts, User};
@@ -134,6 +136,11 @@ impl From<AccountError> for HandlerError {
     }
 }
 
+/// What a plain client on the TLS port is told.
+const TLS_REQUIRED: &str =
+    "this port speaks TLS: connect with TLS (sockit's clients do by default; \
+in Python, wrap the socket with the ssl module as docs/protocol.md shows)";
+
 /// Serves the framed port on the shared runtime.
 #[derive(Debug, Clone)]
 pub struct FramedHandler {
@@ -141,24 +148,86 @@ pub struct FramedHandler {
     pub settings: Settings,
     /// What is offered after the handshake.
     pub services: Services,
+    /// TLS for every connection; `None` serves plain TCP.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
-impl Handler for FramedHandler {
-    async fn serve(&self, stream: TcpStream, ctx: ConnCtx) {
+impl FramedHandler {
+    fn session(&self, stream: Stream, ctx: ConnCtx) -> Session<'_> {
         let mut conn = Connection::new(stream, self.settings.limits);
         conn.count_traffic(ctx.counters.clone());
-        let mut session = Session {
+        Session {
             conn,
             ctx,
             settings: &self.settings,
             services: &self.services,
             login: None,
             chat: None,
+        }
+    }
+
+    /// Completes the TLS handshake within the handshake timeout. A client
+    /// whose first byte is not a TLS record is told in the framed protocol
+    /// that this port needs TLS.
+    async fn accept_tls(
+        &self,
+        config: &std::sync::Arc<rustls::ServerConfig>,
+        stream: TcpStream,
+        ctx: &ConnCtx,
+    ) -> Option<Stream> {
+        let limit = self.settings.handshake_timeout;
+        let mut first = [0u8; 1];
+        let peeked = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return None,
+            r = tokio::time::timeout(limit, stream.peek(&mut first)) => r,
         };
-        session.run().await;
+        match peeked {
+            Ok(Ok(1)) if first[0] == crate::tls::HANDSHAKE_RECORD => {}
+            Ok(Ok(1)) => {
+                debug!(peer = %ctx.peer, "plain client on the TLS port");
+                let session = self.session(Stream::Plain(stream), ctx.clone());
+                let end = End::Say(ErrorCode::TlsRequired, TLS_REQUIRED.into());
+                session.close(end).await;
+                return None;
+            }
+            _ => return None,
+        }
+        let accepted = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return None,
+            r = tokio::time::timeout(limit, tokio_rustls::TlsAcceptor::from(config.clone()).accept(stream)) => r,
+        };
+        match accepted {
+            Ok(Ok(tls)) => Some(Stream::Server(Box::new(tls))),
+            Ok(Err(e)) => {
+                debug!(peer = %ctx.peer, "TLS handshake failed: {e}");
+                None
+            }
+            Err(_) => {
+                debug!(peer = %ctx.peer, "TLS handshake timed out");
+                None
+            }
+        }
+    }
+}
+
+impl Handler for FramedHandler {
+    async fn serve(&self, stream: TcpStream, ctx: ConnCtx) {
+        let stream = match &self.tls {
+            None => Stream::Plain(stream),
+            Some(config) => match self.accept_tls(config, stream, &ctx).await {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        self.session(stream, ctx).run().await;
     }
 
     fn refuse(&self, stream: &TcpStream) {
+        if self.tls.is_some() {
+            // A TLS client would read a plain frame as a broken handshake;
+            // closing says as much.
+            return;
+        }
         // A fresh socket's send buffer is empty, so this small write
         // completes at once; if it does not, the client just sees a close.
         let frame = Frame::error(
@@ -183,7 +252,7 @@ enum End {
 
 /// One framed-port connection.
 struct Session<'a> {
-    conn: Connection<TcpStream>,
+    conn: Connection<Stream>,
     ctx: ConnCtx,
     settings: &'a Settings,
     services: &'a Services,
@@ -194,11 +263,16 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn run(&mut self) {
+    async fn run(mut self) {
         let end = match self.handshake().await {
             Ok(()) => self.serve_messages().await,
             Err(end) => end,
         };
+        self.close(end).await;
+    }
+
+    /// Says goodbye if there is something to say, then closes.
+    async fn close(mut self, end: End) {
         let said = matches!(end, End::Say(..));
         if let End::Say(code, message) = end {
             // Best effort, bounded: the peer may be gone or not reading.

@@ -12,6 +12,10 @@
 //! - [`store`]: the file store: per-user spaces and the one path-resolution
 //!   function every service uses.
 //! - [`credentials`]: the client's saved sessions.
+//! - [`tls`]: TLS on the framed and web ports and for `connect`/`listen`:
+//!   the server's certificate (made on first start, or configured and
+//!   reloaded on SIGHUP), trust on first use for clients, and [`tls::Stream`],
+//!   the one connection type for plain and encrypted TCP.
 //!
 //! Services, each owning its server and client side:
 //! - [`echo`]: TCP and UDP echo / upper / hello servers.
@@ -51,4 +55,5 @@ pub mod serve;
 pub mod server;
 pub mod stats;
 pub mod store;
+pub mod tls;
 pub mod web;

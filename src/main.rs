@@ -16,6 +16,7 @@ use sockit::bench::{self, BenchMode};
 use sockit::config::Config;
 use sockit::echo::{self, Mode};
 use sockit::files::commands;
+use sockit::tls::{Transport, Trust, Verify};
 use sockit::{netcat, serve, server, web};
 
 /// sockit: echo servers, a netcat-style client, a framed protocol and a load
@@ -78,6 +79,47 @@ enum Command {
     /// Local administration against a data directory (no server needed).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Certificates and trusted servers: show a server's fingerprint, pin
+    /// or forget a server.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Subcommand)]
+enum TlsCommand {
+    /// Print the SHA-256 fingerprint of the server's certificate (run it
+    /// where the server runs, and compare with what clients show).
+    Fingerprint(TlsFingerprintArgs),
+    /// Pin a server's fingerprint, as a first connection would after a yes.
+    Trust(TlsTrustArgs),
+    /// Forget a server's pinned fingerprint (after a legitimate change).
+    Forget(TlsServerArgs),
+    /// List the pinned servers.
+    Known,
+}
+
+#[derive(Args)]
+struct TlsFingerprintArgs {
+    /// The server's data directory (its generated certificate)
+    #[arg(long, default_value = "sockit-data", conflicts_with = "cert")]
+    data_dir: PathBuf,
+    /// A certificate file (PEM) instead, e.g. the configured tls_cert
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TlsTrustArgs {
+    /// The server, HOST:PORT, as given to --server
+    server: String,
+    /// SHA256:... (hex, colons allowed), as `sockit tls fingerprint` prints it
+    fingerprint: String,
+}
+
+#[derive(Args)]
+struct TlsServerArgs {
+    /// The server, HOST:PORT, as given to --server
+    server: String,
 }
 
 #[derive(Args)]
@@ -137,6 +179,52 @@ struct ServerArg {
     /// Server HOST:PORT [default: $SOCKIT_SERVER, else the last server logged into, else 127.0.0.1:7070]
     #[arg(long, short = 'S', value_name = "HOST:PORT")]
     server: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+impl ServerArg {
+    fn remote(&self) -> commands::Remote {
+        commands::Remote {
+            server: self.server.clone(),
+            transport: self.tls.transport(),
+        }
+    }
+}
+
+/// How a client trusts the server (TLS is the default).
+#[derive(Args)]
+struct TlsArgs {
+    /// Plain TCP, for a server run with `tls = false` (only on a trusted network)
+    #[arg(long, conflicts_with_all = ["ca", "insecure", "accept_new"])]
+    no_tls: bool,
+    /// Trust only certificates issued by the CA(s) in this PEM file (name and dates checked)
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+    /// Trust a server seen for the first time without asking, and pin its certificate
+    #[arg(long)]
+    accept_new: bool,
+    /// Do not check the server's certificate at all (warns every time)
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl TlsArgs {
+    fn transport(&self) -> Transport {
+        if self.no_tls {
+            return Transport::Plain;
+        }
+        let verify = match (&self.ca, self.insecure) {
+            (Some(ca), _) => Verify::Ca(ca.clone()),
+            (None, true) => Verify::Insecure,
+            (None, false) => Verify::Pin,
+        };
+        Transport::Tls(Trust {
+            verify,
+            accept_new: self.accept_new,
+            ..Trust::default()
+        })
+    }
 }
 
 #[derive(Args)]
@@ -358,6 +446,18 @@ struct ServeArgs {
     /// Address of the web port (site, app, API) [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     web_bind: Option<String>,
+    /// Serve the framed port in plain TCP (framed.tls = false): only on loopback unless the config allows more
+    #[arg(long)]
+    no_tls: bool,
+    /// Serve the web port over HTTPS (web.tls = true)
+    #[arg(long)]
+    web_tls: bool,
+    /// Certificate chain (PEM) instead of the self-signed one (tls_cert)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM) (tls_key)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -437,6 +537,20 @@ struct WebArgs {
     /// keep-alive connection waits for its next request
     #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     header_timeout: Duration,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1; plain http:// requests are
+    /// redirected), with --cert/--key or else a self-signed certificate
+    #[arg(long)]
+    tls: bool,
+    /// Certificate chain (PEM) for --tls instead of the self-signed one
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM)
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
+    key: Option<PathBuf>,
+    /// Where --tls keeps the self-signed certificate it makes on first use
+    /// [default: sockit/web-tls in the user's config folder]
+    #[arg(long, value_name = "DIR", requires = "tls")]
+    data_dir: Option<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -451,6 +565,23 @@ struct ConnectArgs {
     /// Seconds to wait for the connection (TCP, default 10) or a reply (UDP, default 2)
     #[arg(long, short = 'w', value_name = "SECS")]
     timeout: Option<f64>,
+    /// Speak TLS, as `ncat --ssl`; the server's certificate is trusted on first use and pinned per HOST:PORT, unless --ca or --insecure
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: trust only certificates issued by the CA(s) in this PEM file (name and dates checked)
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls",
+        conflicts_with = "insecure"
+    )]
+    ca: Option<PathBuf>,
+    /// With --tls: trust a server seen for the first time without asking, and pin its certificate
+    #[arg(long, requires = "tls")]
+    accept_new: bool,
+    /// With --tls: do not check the server's certificate at all (warns every time)
+    #[arg(long, requires = "tls")]
+    insecure: bool,
 }
 
 #[derive(Args)]
@@ -463,6 +594,15 @@ struct ListenArgs {
     /// Keep accepting clients: print what every client sends, send stdin to all
     #[arg(long, short)]
     keep_open: bool,
+    /// Speak TLS, as `ncat --ssl`, with a certificate made for this run (its fingerprint is printed) unless --cert/--key
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: the certificate chain (PEM) to present
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    cert: Option<PathBuf>,
+    /// With --tls: its private key (PEM)
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
+    key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -510,6 +650,30 @@ enum BenchCommand {
     Echo(BenchEchoArgs),
     /// Benchmark the chat relay: one sender, a room of many members.
     Chat(BenchChatArgs),
+    /// New connections per second: TCP, TLS handshake (full, no
+    /// resumption) and the framed hello, against the framed port or, with
+    /// --handshake-only, any TLS server.
+    Handshake(BenchHandshakeArgs),
+}
+
+#[derive(Args)]
+struct BenchHandshakeArgs {
+    /// HOST:PORT
+    target: String,
+    /// Workers, each setting up one connection after another
+    #[arg(long, short, default_value_t = 8)]
+    connections: usize,
+    /// How long to run, e.g. 10s
+    #[arg(long, short, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Only connect (and handshake): no framed hello, for any TLS server
+    #[arg(long)]
+    handshake_only: bool,
+    /// Print one JSON object instead of the summary
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Args)]
@@ -551,6 +715,8 @@ struct BenchChatArgs {
     /// Print one JSON object instead of the summary
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Args)]
@@ -591,11 +757,16 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             // The platform verifier logs each refused certificate as an
-            // error; `sockit fetch` reports it once, in its own words.
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,rustls_platform_verifier=off")),
+            // error, and rustls warns about each peer that breaks TLS; the
+            // commands report these once, in their own words.
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                EnvFilter::new("info,rustls=error,rustls_platform_verifier=off")
+            }),
         )
         .with_writer(std::io::stderr)
+        // A closed stderr must not panic the task that logs (tracing would
+        // report its own write failure with eprintln!, which panics).
+        .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(cli.command) {
@@ -647,6 +818,16 @@ fn run(command: Command) -> Result<()> {
             if let Some(a) = args.web_bind {
                 config.web.bind = a;
             }
+            if args.no_tls {
+                config.framed.tls = false;
+            }
+            if args.web_tls {
+                config.web.tls = true;
+            }
+            if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+                config.tls_cert = cert;
+                config.tls_key = key;
+            }
             args.limits.apply(&mut config);
             runtime()?.block_on(async {
                 server::raise_nofile_limit();
@@ -664,9 +845,33 @@ fn run(command: Command) -> Result<()> {
             options.follow_symlinks = args.follow_symlinks;
             options.cache_control = (!args.cache_control.is_empty()).then_some(args.cache_control);
             options.compress = !args.no_compress;
+            let tls = match args.tls {
+                true => {
+                    let data_dir = match args.data_dir {
+                        Some(d) => d,
+                        None => sockit::credentials::config_dir()
+                            .context("finding a folder for the certificate (or pass --data-dir)")?
+                            .join("web-tls"),
+                    };
+                    let source = sockit::tls::CertSource::new(
+                        &data_dir,
+                        args.cert.as_deref(),
+                        args.key.as_deref(),
+                    );
+                    let tls =
+                        sockit::tls::ServerTls::load_or_create(source).context("setting up TLS")?;
+                    tracing::info!(fingerprint = %tls.fingerprint(), "TLS certificate");
+                    let config = tls
+                        .config(sockit::tls::server::WEB_ALPN)
+                        .context("setting up TLS")?;
+                    Some((tls, config))
+                }
+                false => None,
+            };
             let settings = web::Settings {
                 header_timeout: args.header_timeout,
                 csp: args.csp,
+                tls: tls.is_some(),
                 ..web::Settings::default()
             };
             let site = web::site::Site::open(options)?;
@@ -676,15 +881,20 @@ fn run(command: Command) -> Result<()> {
                 let root =
                     std::fs::canonicalize(site.root()).unwrap_or_else(|_| site.root().into());
                 tracing::info!(root = %root.display(), "serving folder");
+                let shutdown = on_signal();
+                if let Some((tls, _)) = &tls {
+                    tokio::spawn(serve::reload_on_hangup(tls.clone(), shutdown.clone()));
+                }
                 let handler = web::HttpHandler {
                     web: web::Web::new(settings, Some(site), None),
+                    tls: tls.map(|(_, config)| config),
                 };
                 server::serve(
                     "web",
                     listener,
                     handler,
                     config.limits.to_limits(),
-                    on_signal(),
+                    shutdown,
                 )
                 .await;
                 Ok(())
@@ -716,23 +926,45 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Connect(args) => {
             let timeout = secs(args.timeout)?;
+            let tls = args.tls.then(|| Trust {
+                verify: match (args.ca, args.insecure) {
+                    (Some(ca), _) => Verify::Ca(ca),
+                    (None, true) => Verify::Insecure,
+                    (None, false) => Verify::Pin,
+                },
+                accept_new: args.accept_new,
+                ..Trust::default()
+            });
             netcat::connect(&netcat::ConnectOptions {
                 target: args.target,
                 udp: args.udp,
                 timeout,
+                tls,
             })?;
             Ok(())
         }
         Command::Listen(args) => {
+            let tls = match (args.tls, args.cert, args.key) {
+                (false, _, _) => None,
+                (true, Some(cert), Some(key)) => Some(sockit::tls::CertSource::Files { cert, key }),
+                // One certificate, made once and kept, so that a client's
+                // pin still holds when the listener is started again.
+                (true, _, _) => Some(sockit::tls::CertSource::Generated {
+                    dir: sockit::credentials::config_dir()
+                        .context("finding a folder for the certificate")?
+                        .join("listen-tls"),
+                }),
+            };
             netcat::listen(&netcat::ListenOptions {
                 bind: args.bind,
                 udp: args.udp,
                 keep_open: args.keep_open,
+                tls,
             })?;
             Ok(())
         }
         Command::Register(a) => client(commands::register(
-            a.server.server.as_deref(),
+            &a.server.remote(),
             a.user.as_deref(),
             commands::PasswordInput {
                 from_stdin: a.password_stdin,
@@ -740,28 +972,28 @@ fn run(command: Command) -> Result<()> {
             },
         )),
         Command::Login(a) => client(commands::login(
-            a.server.server.as_deref(),
+            &a.server.remote(),
             a.user.as_deref(),
             commands::PasswordInput {
                 from_stdin: a.password_stdin,
                 confirm: false,
             },
         )),
-        Command::Logout(a) => client(commands::logout(a.server.as_deref())),
+        Command::Logout(a) => client(commands::logout(&a.remote())),
         Command::Put(a) => client(commands::put(
-            a.server.server.as_deref(),
+            &a.server.remote(),
             &a.local,
             a.remote.as_deref(),
             a.transfer.options(),
         )),
         Command::Get(a) => client(commands::get(
-            a.server.server.as_deref(),
+            &a.server.remote(),
             &a.remote,
             a.local.as_deref(),
             a.transfer.options(),
         )),
         Command::Ls(a) => client(commands::ls(
-            a.server.server.as_deref(),
+            &a.server.remote(),
             &a.path,
             commands::ListOptions {
                 long: a.long,
@@ -769,23 +1001,11 @@ fn run(command: Command) -> Result<()> {
                 recursive: a.recursive,
             },
         )),
-        Command::Rm(a) => client(commands::rm(
-            a.server.server.as_deref(),
-            &a.path,
-            a.recursive,
-        )),
-        Command::Mv(a) => client(commands::mv(
-            a.server.server.as_deref(),
-            &a.from,
-            &a.to,
-            a.force,
-        )),
-        Command::Mkdir(a) => client(commands::mkdir(
-            a.server.server.as_deref(),
-            &a.path,
-            a.parents,
-        )),
+        Command::Rm(a) => client(commands::rm(&a.server.remote(), &a.path, a.recursive)),
+        Command::Mv(a) => client(commands::mv(&a.server.remote(), &a.from, &a.to, a.force)),
+        Command::Mkdir(a) => client(commands::mkdir(&a.server.remote(), &a.path, a.parents)),
         Command::Admin(cmd) => admin(cmd),
+        Command::Tls(cmd) => tls(cmd),
         Command::Chat(a) => chat(a),
         Command::Exec(a) => {
             if let Some(t) = a.timeout {
@@ -797,7 +1017,7 @@ fn run(command: Command) -> Result<()> {
                 .build()
                 .context("cannot start the async runtime")?;
             let status = rt.block_on(sockit::exec::client::command(
-                a.server.server.as_deref(),
+                &a.server.remote(),
                 &a.argv,
                 a.timeout,
                 a.no_stdin,
@@ -811,11 +1031,7 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Stats(a) => {
             let watch = secs(a.watch)?;
-            client(sockit::stats::command(
-                a.server.server.as_deref(),
-                a.json,
-                watch,
-            ))
+            client(sockit::stats::command(&a.server.remote(), a.json, watch))
         }
         Command::Fetch(a) => {
             let opts = sockit::fetch::FetchOptions {
@@ -856,6 +1072,7 @@ fn run(command: Command) -> Result<()> {
                 room: a.room,
                 linger: a.linger,
                 token_cache: a.token_cache,
+                transport: a.tls.transport(),
             };
             let report = runtime()?.block_on(async {
                 server::raise_nofile_limit_quietly();
@@ -865,6 +1082,25 @@ fn run(command: Command) -> Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!("{}", report.render());
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Handshake(a)) => {
+            let opts = bench::handshake::HandshakeBench {
+                target: a.target,
+                connections: a.connections,
+                duration: a.duration,
+                transport: a.tls.transport(),
+                handshake_only: a.handshake_only,
+            };
+            let report = runtime()?.block_on(async {
+                server::raise_nofile_limit_quietly();
+                bench::handshake::run(&opts).await
+            })?;
+            if a.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.render());
             }
             Ok(())
         }
@@ -897,6 +1133,48 @@ fn run(command: Command) -> Result<()> {
     }
 }
 
+/// `sockit tls ...`.
+fn tls(cmd: TlsCommand) -> Result<()> {
+    use sockit::tls::client::KnownServers;
+    match cmd {
+        TlsCommand::Fingerprint(a) => {
+            let cert = match a.cert {
+                Some(c) => c,
+                None => a
+                    .data_dir
+                    .join(sockit::tls::server::GENERATED_DIR)
+                    .join("cert.pem"),
+            };
+            println!("{}", sockit::tls::client::file_fingerprint(&cert)?);
+        }
+        TlsCommand::Trust(a) => {
+            let fp = sockit::tls::parse_fingerprint(&a.fingerprint).with_context(|| {
+                format!(
+                    "{:?} is not a SHA-256 fingerprint (SHA256: and 64 hex digits)",
+                    a.fingerprint
+                )
+            })?;
+            let path = KnownServers::default_path()?;
+            KnownServers::load(&path)?.pin(&a.server, &fp)?;
+            eprintln!("pinned {} as {fp} in {}", a.server, path.display());
+        }
+        TlsCommand::Forget(a) => {
+            let path = KnownServers::default_path()?;
+            match KnownServers::load(&path)?.forget(&a.server)? {
+                true => eprintln!("forgot {}; the next connection will ask again", a.server),
+                false => anyhow::bail!("{} is not pinned in {}", a.server, path.display()),
+            }
+        }
+        TlsCommand::Known => {
+            let path = KnownServers::default_path()?;
+            for (server, fp) in KnownServers::load(&path)?.pins() {
+                println!("{server} {fp}");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs a client command on a small runtime.
 fn client<F: std::future::Future<Output = Result<(), sockit::files::client::ClientError>>>(
     f: F,
@@ -913,10 +1191,7 @@ fn client<F: std::future::Future<Output = Result<(), sockit::files::client::Clie
 fn chat(a: ChatArgs) -> Result<()> {
     use sockit::chat::client;
     match a.action {
-        None => self::client(client::interactive(
-            a.server.server.as_deref(),
-            a.room.as_deref(),
-        )),
+        None => self::client(client::interactive(&a.server.remote(), a.room.as_deref())),
         Some(ChatAction::Send(s)) => {
             let text = if s.text == "-" {
                 let mut t = String::new();
@@ -932,15 +1207,13 @@ fn chat(a: ChatArgs) -> Result<()> {
                 (None, None) => anyhow::bail!("say who to send to: --to USER or --room ROOM"),
             };
             self::client(async move {
-                client::send(s.server.server.as_deref(), &to, &text).await?;
+                client::send(&s.server.remote(), &to, &text).await?;
                 Ok(())
             })
         }
-        Some(ChatAction::Tail(t)) => self::client(client::tail(
-            t.server.server.as_deref(),
-            t.room.as_deref(),
-            t.json,
-        )),
+        Some(ChatAction::Tail(t)) => {
+            self::client(client::tail(&t.server.remote(), t.room.as_deref(), t.json))
+        }
     }
 }
 

@@ -9,6 +9,14 @@
 //! blocking sockets and one thread per direction: on Linux `std::io::copy`
 //! between descriptors moves bulk data with splice/sendfile, without copying
 //! through user space.
+//!
+//! With `--tls` (as `ncat --ssl`), both directions share one TLS session,
+//! which two blocking threads could only share under a lock. That path runs
+//! on a small single-threaded tokio runtime instead, with [`crate::tls`]'s
+//! client (trust on first use, `--ca`, `--insecure`) and server
+//! certificate; stdin is still read on a thread of its own, which may block
+//! on a terminal forever, and handed over through a bounded channel. Its end
+//! of file becomes a TLS close_notify followed by the TCP half-close.
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
@@ -17,7 +25,14 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+
 use crate::echo::MAX_DATAGRAM;
+use crate::tls::client::{rustls_error, ConnectError};
+use crate::tls::{CertSource, ServerTls, Stream, Transport, Trust, HANDSHAKE_RECORD};
 
 /// Default TCP connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,14 +55,22 @@ pub enum NetcatError {
     /// The address is not HOST:PORT.
     #[error("bad address {0:?}: expected HOST:PORT")]
     BadAddress(String),
-    /// Any other socket or terminal error.
-    #[error("{context}: {source}")]
-    Io { context: String, source: io::Error },
+    /// `--tls` with `--udp`.
+    #[error("--tls works over TCP only: DTLS (TLS over UDP) is not supported")]
+    TlsOverUdp,
+    /// TLS could not be set up or failed; the message says why and what to
+    /// do (some span several lines, as the unknown-server notice).
+    #[error("{0}")]
+    Tls(String),
+    /// Any other socket or terminal error. (Not named `source`: the message
+    /// includes it already, and a `source()` would print it twice.)
+    #[error("{context}: {error}")]
+    Io { context: String, error: io::Error },
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> NetcatError {
     let context = context.into();
-    move |source| NetcatError::Io { context, source }
+    move |error| NetcatError::Io { context, error }
 }
 
 /// Options of `sockit connect`.
@@ -57,8 +80,11 @@ pub struct ConnectOptions {
     pub target: String,
     /// Use UDP instead of TCP.
     pub udp: bool,
-    /// Connect timeout (TCP) or reply timeout (UDP).
+    /// Connect timeout (TCP) or reply timeout (UDP); with TLS it bounds the
+    /// handshake too.
     pub timeout: Option<Duration>,
+    /// Speak TLS, trusting the server as this says; `None` is plain TCP.
+    pub tls: Option<Trust>,
 }
 
 /// Options of `sockit listen`.
@@ -70,6 +96,9 @@ pub struct ListenOptions {
     pub udp: bool,
     /// Keep accepting clients after the first one leaves.
     pub keep_open: bool,
+    /// Speak TLS with this certificate (given files, or a self-signed one
+    /// made once and kept); `None` is plain TCP.
+    pub tls: Option<CertSource>,
 }
 
 /// Resolves HOST:PORT, telling a malformed address from an unknown host.
@@ -115,7 +144,7 @@ fn connect_tcp(target: &str, timeout: Duration) -> Result<TcpStream, NetcatError
                     }
                     _ => NetcatError::Io {
                         context: format!("cannot connect to {addr}"),
-                        source: e,
+                        error: e,
                     },
                 })
             }
@@ -127,7 +156,13 @@ fn connect_tcp(target: &str, timeout: Duration) -> Result<TcpStream, NetcatError
 /// `sockit connect`: returns when the conversation is over.
 pub fn connect(opts: &ConnectOptions) -> Result<(), NetcatError> {
     if opts.udp {
+        if opts.tls.is_some() {
+            return Err(NetcatError::TlsOverUdp);
+        }
         return connect_udp(opts);
+    }
+    if let Some(trust) = &opts.tls {
+        return connect_tls(opts, trust);
     }
     let stream = connect_tcp(
         &opts.target,
@@ -169,7 +204,7 @@ fn relay_tcp(stream: TcpStream, interactive: bool) -> Result<(), NetcatError> {
                     "connection reset by {}",
                     peer.map_or("peer".into(), |p| p.to_string())
                 ),
-                source: e,
+                error: e,
             })
         }
         Err(e) => return Err(io_err("receiving failed")(e)),
@@ -374,7 +409,13 @@ pub fn listen(opts: &ListenOptions) -> Result<(), NetcatError> {
         .first()
         .ok_or_else(|| NetcatError::BadAddress(bind.clone()))?;
     if opts.udp {
+        if opts.tls.is_some() {
+            return Err(NetcatError::TlsOverUdp);
+        }
         return listen_udp(addr, opts.keep_open);
+    }
+    if let Some(source) = &opts.tls {
+        return listen_tls(addr, opts.keep_open, source);
     }
     let listener = TcpListener::bind(addr).map_err(io_err(format!("cannot listen on {addr}")))?;
     let local = listener.local_addr().map_err(io_err("listener address"))?;
@@ -490,6 +531,406 @@ fn listen_udp(addr: SocketAddr, keep_open: bool) -> Result<(), NetcatError> {
         let mut out = io::stdout().lock();
         if out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
             return Ok(());
+        }
+    }
+}
+
+// TLS (`--tls`): one session shared by both directions, on a small runtime.
+
+/// Time a client of `listen --tls` has to complete its handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time to say goodbye (close_notify) to a `listen --tls -k` client that
+/// left.
+const TLS_GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Chunks of stdin waiting for the socket. Bounded: when the peer reads
+/// slowly, reading stdin waits, memory does not grow.
+const STDIN_CHUNKS: usize = 4;
+/// Chunks waiting for each `-k` client, and for stdout; full means the
+/// sender waits, as a blocking write would.
+const PEER_CHUNKS: usize = 4;
+const STDOUT_CHUNKS: usize = 16;
+/// Bytes read from a TLS session at once (records carry up to 16 KiB).
+const TLS_READ_BUF: usize = 64 * 1024;
+
+fn tls_runtime() -> Result<tokio::runtime::Runtime, NetcatError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io_err("cannot start the async runtime"))
+}
+
+/// `sockit connect --tls`.
+fn connect_tls(opts: &ConnectOptions, trust: &Trust) -> Result<(), NetcatError> {
+    // The same messages as plain TCP for a malformed address or unknown host.
+    resolve(&opts.target)?;
+    let timeout = opts.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let transport = Transport::Tls(trust.clone());
+    tls_runtime()?.block_on(async {
+        let stream = crate::tls::client::connect(&opts.target, &transport, timeout)
+            .await
+            .map_err(|e| connect_error(&opts.target, e))?;
+        relay_tls(stream, io::stdin().is_terminal()).await
+    })
+}
+
+/// The TLS client's errors, in `connect`'s words: its hints are written for
+/// the framed port (`sockit serve`, `--no-tls`), which `connect` has not.
+fn connect_error(target: &str, e: ConnectError) -> NetcatError {
+    const PLAIN: &str = "is it listening with --tls? Without --tls, connect speaks plain TCP";
+    match e {
+        ConnectError::Unreachable { reason, .. } if reason.starts_with("connection refused") => {
+            NetcatError::Tls(format!("connection refused by {target}"))
+        }
+        ConnectError::Unreachable { reason, .. } if reason == "timed out" => {
+            NetcatError::Timeout(target.into())
+        }
+        ConnectError::NotTls { server } => NetcatError::Tls(format!(
+            "cannot connect to {server}: it answered in plain text, not TLS ({PLAIN})"
+        )),
+        ConnectError::Handshake { server, reason } if reason.contains("got ClientHello") => {
+            NetcatError::Tls(format!(
+                "cannot connect to {server}: it sent our TLS greeting back, as an echo server does ({PLAIN})"
+            ))
+        }
+        ConnectError::Handshake { server, reason } => {
+            let reason = reason
+                .replace("(is this a TLS port? try --no-tls)", &format!("({PLAIN})"))
+                .replace("(is this a TLS port?)", &format!("({PLAIN})"));
+            NetcatError::Tls(format!("cannot connect to {server}: {reason}"))
+        }
+        other => NetcatError::Tls(other.to_string()),
+    }
+}
+
+/// `sockit listen --tls`: as the plain listener, but every client is a TLS
+/// handshake first. One that fails it is reported in a line and closed, and
+/// the listener waits for the next: it was not a conversation.
+fn listen_tls(addr: SocketAddr, keep_open: bool, source: &CertSource) -> Result<(), NetcatError> {
+    let tls =
+        ServerTls::load_or_create(source.clone()).map_err(|e| NetcatError::Tls(e.to_string()))?;
+    let config = tls
+        .config(&[])
+        .map_err(|e| NetcatError::Tls(e.to_string()))?;
+    let acceptor = TlsAcceptor::from(config);
+    let listener = TcpListener::bind(addr).map_err(io_err(format!("cannot listen on {addr}")))?;
+    let local = listener.local_addr().map_err(io_err("listener address"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("socket option"))?;
+    eprintln!("sockit: listening on {local} (tcp)");
+    eprintln!(
+        "sockit: listening with TLS, certificate {}",
+        tls.fingerprint()
+    );
+    tls_runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(io_err("listener"))?;
+        if keep_open {
+            return tls_broadcast_server(listener, acceptor).await;
+        }
+        let stream = loop {
+            let (tcp, peer) = listener.accept().await.map_err(io_err("accept failed"))?;
+            match tls_accept(&acceptor, tcp, peer).await {
+                Ok(stream) => {
+                    eprintln!("sockit: connection from {peer} (TLS)");
+                    break stream;
+                }
+                Err(e) => eprintln!("sockit: {e}"),
+            }
+        };
+        drop(listener);
+        relay_tls(stream, io::stdin().is_terminal()).await
+    })
+}
+
+/// Completes the handshake of an accepted connection within
+/// [`TLS_HANDSHAKE_TIMEOUT`]. The first byte is peeked before: a client that
+/// does not start with a TLS handshake record is closed without a word, so
+/// nothing reaches it (not even a TLS alert) that it could take for data.
+async fn tls_accept(
+    acceptor: &TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Result<Stream, NetcatError> {
+    let failed = |why: String| NetcatError::Tls(format!("TLS handshake with {peer} failed: {why}"));
+    let handshake = async {
+        let mut first = [0u8; 1];
+        match tcp.peek(&mut first).await {
+            Ok(0) => {
+                return Err(failed(
+                    "it closed the connection before sending anything".into(),
+                ))
+            }
+            Ok(_) if first[0] != HANDSHAKE_RECORD => return Err(failed(
+                "it does not speak TLS (plain TCP? it needs connect --tls); closed without a reply"
+                    .into(),
+            )),
+            Ok(_) => {}
+            Err(e) => return Err(failed(e.to_string())),
+        }
+        acceptor
+            .accept(tcp)
+            .await
+            .map_err(|e| failed(describe_client_failure(&e)))
+    };
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(result) => result.map(|tls| Stream::Server(Box::new(tls))),
+        Err(_) => Err(failed(format!(
+            "no handshake within {}; closed",
+            humantime::format_duration(TLS_HANDSHAKE_TIMEOUT)
+        ))),
+    }
+}
+
+/// Why a client's handshake failed, from the server's side.
+fn describe_client_failure(e: &io::Error) -> String {
+    match rustls_error(e) {
+        Some(rustls::Error::AlertReceived(alert)) => format!(
+            "the client refused it ({alert:?}); a client that does not know this certificate yet must compare its fingerprint and accept it"
+        ),
+        Some(other) => other.to_string(),
+        None if matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+        ) =>
+        {
+            "the client closed the connection during the handshake".into()
+        }
+        None => e.to_string(),
+    }
+}
+
+/// Reads stdin on a thread of its own into a bounded channel, which closes
+/// at stdin's end of file: a line at a time after a prompt on a terminal
+/// (`prompt`), large reads otherwise. The thread is never joined: it may
+/// block on a terminal forever, and the process ends when the peer is done.
+fn stdin_chunks(prompt: bool) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel(STDIN_CHUNKS);
+    thread::spawn(move || {
+        let gone = || io::Error::from(io::ErrorKind::BrokenPipe);
+        let result = if prompt {
+            prompt_lines(|line| {
+                tx.blocking_send(Bytes::copy_from_slice(line))
+                    .map_err(|_| gone())
+            })
+        } else {
+            let mut stdin = io::stdin().lock();
+            let mut buf = vec![0u8; PUMP_BUF];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+                            break Err(gone());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            }
+        };
+        if let Err(e) = result {
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                eprintln!("sockit: reading stdin failed: {e}");
+            }
+        }
+    });
+    rx
+}
+
+/// The TLS twin of [`relay_tcp`]: stdin to the peer (its end of file sent
+/// as close_notify and a TCP half-close), the peer to stdout. Piped, it
+/// returns when both directions are done: leaving as soon as the peer has
+/// closed its side would cut off the rest of stdin and our close_notify,
+/// which the peer would rightly report as a truncated session. On a
+/// terminal it returns when the peer has closed: the conversation is over.
+async fn relay_tls(stream: Stream, interactive: bool) -> Result<(), NetcatError> {
+    let peer = stream.tcp().peer_addr().ok();
+    let (mut from_peer, mut to_peer) = tokio::io::split(stream);
+    let mut stdin = stdin_chunks(interactive);
+    let sending = async move {
+        while let Some(chunk) = stdin.recv().await {
+            to_peer.write_all(&chunk).await?;
+            to_peer.flush().await?;
+        }
+        to_peer.shutdown().await
+    };
+    let receiving = receive_tls(&mut from_peer, peer);
+    tokio::pin!(sending, receiving);
+    let (mut sent, mut received) = (false, false);
+    while !(sent && received) {
+        tokio::select! {
+            result = &mut sending, if !sent => {
+                sent = true;
+                if let Err(e) = result {
+                    if e.kind() != io::ErrorKind::BrokenPipe {
+                        eprintln!("sockit: sending failed: {e}");
+                    }
+                }
+            }
+            result = &mut receiving, if !received => {
+                received = true;
+                result?;
+                if interactive {
+                    eprintln!("\nsockit: connection closed by peer");
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies the peer's bytes to stdout until its close_notify. A peer that
+/// closes the connection without one may have been cut off (or the
+/// connection cut by someone else): that is an error, not an end of file.
+async fn receive_tls(
+    from: &mut (impl AsyncRead + Unpin),
+    peer: Option<SocketAddr>,
+) -> Result<(), NetcatError> {
+    let peer = peer.map_or("peer".into(), |p| p.to_string());
+    let mut out = tokio::io::stdout();
+    let mut buf = vec![0u8; TLS_READ_BUF];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(NetcatError::Tls(format!(
+                    "{peer} closed the connection without ending TLS (no close_notify): what was received may be cut short"
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(NetcatError::Io {
+                    context: format!("connection reset by {peer}"),
+                    error: e,
+                })
+            }
+            Err(e) => return Err(io_err("receiving failed")(e)),
+        };
+        match out.write_all(&buf[..n]).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(io_err("writing stdout")(e)),
+        }
+        match out.flush().await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(io_err("writing stdout")(e)),
+        }
+    }
+}
+
+/// `listen --tls -k`: as [`broadcast_server`], every client's bytes go to
+/// stdout and stdin goes to every client. A client whose handshake fails is
+/// reported and the listener goes on.
+async fn tls_broadcast_server(
+    listener: tokio::net::TcpListener,
+    acceptor: TlsAcceptor,
+) -> Result<(), NetcatError> {
+    // The std lock is only taken to add, copy or prune the list, never
+    // across an await.
+    let clients: Arc<Mutex<Vec<mpsc::Sender<Bytes>>>> = Arc::default();
+    let (stdout_tx, stdout_rx) = mpsc::channel(STDOUT_CHUNKS);
+    tokio::spawn(write_stdout(stdout_rx));
+    let mut stdin = stdin_chunks(false);
+    {
+        let clients = clients.clone();
+        // A slow client slows stdin for all, as the plain server's blocking
+        // writes do; one that left is dropped from the list.
+        tokio::spawn(async move {
+            while let Some(chunk) = stdin.recv().await {
+                let list = clients.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                for client in list {
+                    let _ = client.send(chunk.clone()).await;
+                }
+                clients
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|c| !c.is_closed());
+            }
+        });
+    }
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                eprintln!("sockit: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let clients = clients.clone();
+        let stdout = stdout_tx.clone();
+        tokio::spawn(async move {
+            let stream = match tls_accept(&acceptor, tcp, peer).await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("sockit: {e}");
+                    return;
+                }
+            };
+            let (to_client, from_stdin) = mpsc::channel(PEER_CHUNKS);
+            clients
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(to_client);
+            eprintln!("sockit: connection from {peer} (TLS)");
+            serve_tls_client(stream, from_stdin, stdout).await;
+            eprintln!("sockit: {peer} disconnected");
+        });
+    }
+}
+
+/// One `-k` client: its bytes to stdout, stdin's chunks to it, until it
+/// leaves; then our close_notify, so it sees a clean end.
+async fn serve_tls_client(
+    stream: Stream,
+    mut from_stdin: mpsc::Receiver<Bytes>,
+    stdout: mpsc::Sender<Bytes>,
+) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let receiving = async {
+        let mut buf = vec![0u8; TLS_READ_BUF];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if stdout
+                        .send(Bytes::copy_from_slice(&buf[..n]))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let sending = async {
+        while let Some(chunk) = from_stdin.recv().await {
+            if writer.write_all(&chunk).await.is_err() || writer.flush().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = receiving => {}
+        () = sending => {}
+    }
+    // Closed first, so that stdin's sender never waits for this client.
+    drop(from_stdin);
+    let _ = tokio::time::timeout(TLS_GOODBYE_TIMEOUT, writer.shutdown()).await;
+}
+
+/// The one writer of stdout for `-k`: chunks of different clients never
+/// interleave. Stops (and with it every client's reading) when stdout is
+/// closed.
+async fn write_stdout(mut chunks: mpsc::Receiver<Bytes>) {
+    let mut out = tokio::io::stdout();
+    while let Some(chunk) = chunks.recv().await {
+        if out.write_all(&chunk).await.is_err() || out.flush().await.is_err() {
+            return;
         }
     }
 }

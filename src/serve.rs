@@ -6,6 +6,7 @@
 //! for tests and logs.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
@@ -13,12 +14,13 @@ use tokio_util::task::TaskTracker;
 
 use std::time::Duration;
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::framed::{FramedHandler, Services};
 use crate::store::Store;
+use crate::tls::ServerTls;
 use crate::web::{self, HttpHandler, Web};
 use crate::{echo, server};
 
@@ -46,6 +48,12 @@ pub enum ServeError {
     /// The exec service's settings are unusable (allowlist, workdir, audit log).
     #[error("exec: {0}")]
     Exec(#[from] crate::exec::ExecSetupError),
+    /// The TLS certificate could not be made or loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// Plain TCP was asked for on a network address.
+    #[error("framed: tls = false on {0}, which is not a loopback address: passwords, tokens and files would cross the network readable by anyone on the path. Bind to 127.0.0.1, or set framed.plain_on_network = true if the network is trusted")]
+    PlainOnNetwork(SocketAddr),
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -65,6 +73,12 @@ pub struct Bound {
     services: Services,
     /// Each service's live counters, read by the stats service.
     metrics: server::Metrics,
+    /// The certificate, when a port speaks TLS.
+    tls: Option<ServerTls>,
+    /// The framed port's TLS configuration (`framed.tls`).
+    framed_tls: Option<Arc<rustls::ServerConfig>>,
+    /// The web port's TLS configuration (`web.tls`): HTTP/2 and HTTP/1.1.
+    web_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 fn bind_err(service: &'static str) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -117,6 +131,28 @@ pub async fn bind(config: Config) -> Result<Bound, ServeError> {
     } else {
         Services::default()
     };
+    let wants_tls =
+        (config.framed.enabled && config.framed.tls) || (config.web.enabled && config.web.tls);
+    let tls = match wants_tls {
+        true => {
+            let tls = ServerTls::load_or_create(config.cert_source())?;
+            info!(fingerprint = %tls.fingerprint(), "TLS certificate");
+            Some(tls)
+        }
+        false => None,
+    };
+    // Built now, so a port that asked for TLS never starts without it.
+    let (framed_tls, web_tls) = match &tls {
+        Some(t) => (
+            (config.framed.enabled && config.framed.tls)
+                .then(|| t.config(&[]))
+                .transpose()?,
+            (config.web.enabled && config.web.tls)
+                .then(|| t.config(crate::tls::server::WEB_ALPN))
+                .transpose()?,
+        ),
+        None => (None, None),
+    };
     let mut bound = Bound {
         echo_tcp: None,
         echo_udp: None,
@@ -125,6 +161,9 @@ pub async fn bind(config: Config) -> Result<Bound, ServeError> {
         config,
         services,
         metrics,
+        tls,
+        framed_tls,
+        web_tls,
     };
     let c = &bound.config;
     if c.echo.enabled && c.echo.tcp {
@@ -143,11 +182,14 @@ pub async fn bind(config: Config) -> Result<Bound, ServeError> {
         bound.echo_udp = Some(server::bind_udp(&addr).await.map_err(bind_err("echo"))?);
     }
     if c.framed.enabled {
-        bound.framed = Some(
-            server::bind_tcp(&c.framed.bind)
-                .await
-                .map_err(bind_err("framed"))?,
-        );
+        let listener = server::bind_tcp(&c.framed.bind)
+            .await
+            .map_err(bind_err("framed"))?;
+        let addr = listener.local_addr().map_err(bind_err("framed"))?;
+        if !c.framed.tls && !c.framed.plain_on_network && !addr.ip().is_loopback() {
+            return Err(ServeError::PlainOnNetwork(addr));
+        }
+        bound.framed = Some(listener);
     }
     if c.web.enabled {
         let listener = server::bind_tcp(&c.web.bind)
@@ -205,6 +247,11 @@ impl Bound {
         self.framed.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// The TLS certificate's fingerprint, when a port speaks TLS.
+    pub fn tls_fingerprint(&self) -> Option<String> {
+        self.tls.as_ref().map(ServerTls::fingerprint)
+    }
+
     /// The web port's address, if it runs.
     pub fn web_addr(&self) -> Option<SocketAddr> {
         self.web.as_ref().and_then(|(l, _)| l.local_addr().ok())
@@ -232,10 +279,14 @@ impl Bound {
                 relay.stop();
             });
         }
+        if let Some(tls) = self.tls.clone() {
+            tasks.spawn(reload_on_hangup(tls, shutdown.clone()));
+        }
         if let Some(listener) = self.framed {
             let handler = FramedHandler {
                 settings: self.config.framed.to_settings(),
                 services: self.services,
+                tls: self.framed_tls,
             };
             tasks.spawn(server::serve_counted(
                 "framed",
@@ -250,7 +301,10 @@ impl Bound {
             tasks.spawn(server::serve_counted(
                 "web",
                 listener,
-                HttpHandler { web },
+                HttpHandler {
+                    web,
+                    tls: self.web_tls,
+                },
                 limits,
                 shutdown.clone(),
                 self.metrics.service("web"),
@@ -258,6 +312,26 @@ impl Bound {
         }
         tasks.close();
         tasks.wait().await;
+    }
+}
+
+/// Reads the certificate again on each SIGHUP; established connections
+/// keep theirs, new ones get the new one. A failed reload keeps the old.
+pub async fn reload_on_hangup(tls: ServerTls, shutdown: CancellationToken) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        warn!("cannot listen for SIGHUP: the certificate will not be reloaded");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            got = hangups.recv() => if got.is_none() { return },
+        }
+        match tls.reload() {
+            Ok(fp) => info!(fingerprint = %fp, "SIGHUP: reloaded the TLS certificate"),
+            Err(e) => warn!("SIGHUP: keeping the current TLS certificate: {e}"),
+        }
     }
 }
 

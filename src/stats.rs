@@ -14,15 +14,16 @@
 //! is `{"type":"stats"}` and the answer `{"type":"stats","size":N}` with the
 //! JSON [`Snapshot`] as its body (see `docs/protocol.md`).
 
+use crate::files::commands::Remote;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::tls::Stream;
 use serde::{Deserialize, Serialize};
 use sysinfo::{
     CpuRefreshKind, Disks, Networks, Pid, ProcessRefreshKind, ProcessesToUpdate, System,
 };
-use tokio::net::TcpStream;
 
 use crate::accounts::User;
 use crate::files::client::ClientError;
@@ -418,7 +419,7 @@ impl Stats {
     /// Answers a `stats` request on the framed port for `user`.
     pub async fn answer(
         &self,
-        conn: &mut Connection<TcpStream>,
+        conn: &mut Connection<Stream>,
         req: &Frame,
         user: &User,
         idle: Duration,
@@ -436,7 +437,7 @@ impl Stats {
 }
 
 /// Asks the server of `conn` (authenticated) for its statistics.
-pub async fn fetch(conn: &mut Connection<TcpStream>) -> Result<Snapshot, ClientError> {
+pub async fn fetch(conn: &mut Connection<Stream>) -> Result<Snapshot, ClientError> {
     conn.write_frame(&Frame::new("stats")).await?;
     let reply = conn.read_frame().await?.ok_or(ProtoError::Truncated)?;
     if let Some((code, message)) = reply.as_error() {
@@ -576,11 +577,11 @@ pub fn render(s: &Snapshot) -> String {
 /// `json`), or every `watch` seconds: redrawn in place on a terminal, one
 /// JSON line per sample otherwise. Watching ends with Ctrl-C.
 pub async fn command(
-    server: Option<&str>,
+    remote: &Remote,
     json: bool,
     watch: Option<Duration>,
 ) -> Result<(), ClientError> {
-    let client = crate::files::commands::connect_authed(server).await?;
+    let client = crate::files::commands::connect_authed(remote).await?;
     let mut conn = client.into_connection();
     let terminal = std::io::stdout().is_terminal();
     let Some(every) = watch else {

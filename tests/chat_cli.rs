@@ -6,15 +6,15 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 
-use common::cli::{serve, User};
+use common::cli::serve;
 
 #[test]
 fn a_message_acknowledged_before_a_sigkill_is_delivered_after_the_restart() {
     let data = tempfile::tempdir().unwrap();
     let mut srv = serve(data.path(), "127.0.0.1:0");
-    let alice = User::new(&srv.addr);
+    let alice = srv.user();
     alice.sign_up("alice");
-    let bob = User::new(&srv.addr);
+    let bob = srv.user();
     bob.sign_up("bob");
 
     // Bob is offline. alice's `send` exits 0 only once the server stored it.
@@ -67,9 +67,9 @@ fn a_message_acknowledged_before_a_sigkill_is_delivered_after_the_restart() {
 fn tail_reconnects_by_itself_and_misses_nothing() {
     let data = tempfile::tempdir().unwrap();
     let mut srv = serve(data.path(), "127.0.0.1:0");
-    let alice = User::new(&srv.addr);
+    let alice = srv.user();
     alice.sign_up("alice");
-    let bob = User::new(&srv.addr);
+    let bob = srv.user();
     bob.sign_up("bob");
 
     let mut tail = bob.cmd(&["chat", "tail", "--json"]).spawn().unwrap();

@@ -17,8 +17,8 @@ use sockit::exec::client::{run, Finished, Sinks};
 use sockit::exec::AuditRecord;
 use sockit::files::client::{Client, ClientError};
 use sockit::proto::{Connection, Frame};
+use sockit::tls::{Stream, Transport};
 use tokio::io::unix::AsyncFd;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sockit");
@@ -41,8 +41,18 @@ async fn exec_server() -> common::TestServer {
 
 /// Registers `user` (with the exec permission if `exec`) and returns an
 /// authenticated connection.
-async fn login(addr: &str, data: &Path, user: &str, exec: bool) -> Connection<TcpStream> {
-    let mut c = Client::connect(addr).await.unwrap();
+async fn login(addr: &str, data: &Path, user: &str, exec: bool) -> Connection<Stream> {
+    login_via(addr, &Transport::Plain, data, user, exec).await
+}
+
+async fn login_via(
+    addr: &str,
+    transport: &Transport,
+    data: &Path,
+    user: &str,
+    exec: bool,
+) -> Connection<Stream> {
+    let mut c = Client::connect(addr, transport).await.unwrap();
     c.register(user, PASSWORD).await.unwrap();
     if exec {
         grant(data, user, true);
@@ -81,12 +91,12 @@ impl Ran {
     }
 }
 
-async fn exec(conn: &mut Connection<TcpStream>, argv: &[&str], stdin: Option<&[u8]>) -> Ran {
+async fn exec(conn: &mut Connection<Stream>, argv: &[&str], stdin: Option<&[u8]>) -> Ran {
     exec_with(conn, argv, stdin, None).await
 }
 
 async fn exec_with(
-    conn: &mut Connection<TcpStream>,
+    conn: &mut Connection<Stream>,
     argv: &[&str],
     stdin: Option<&[u8]>,
     timeout: Option<f64>,
@@ -529,7 +539,18 @@ impl Write for SlowSink {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_slows_the_program_not_the_servers_memory() {
     let srv = serve_process();
-    let mut conn = login(&srv.addr, srv.data.path(), "jay", true).await;
+    // Over TLS (the process's default): the relay's two directions share
+    // one TLS session.
+    let pins = tempfile::tempdir().unwrap();
+    let known = pins.path().join("known_servers");
+    let fp = srv.server.fingerprint.clone().unwrap();
+    std::fs::write(&known, format!("{} {fp}\n", srv.addr)).unwrap();
+    let transport = Transport::Tls(sockit::tls::Trust {
+        known_servers: Some(known),
+        prompt: false,
+        ..Default::default()
+    });
+    let mut conn = login_via(&srv.addr, &transport, srv.data.path(), "jay", true).await;
     let pid = srv.server.child.id();
     // Warm up: one small run, so the baseline includes what any run costs.
     assert_eq!(
@@ -574,6 +595,12 @@ async fn a_slow_client_slows_the_program_not_the_servers_memory() {
 fn a_killed_cli_client_leaves_no_process_behind() {
     let srv = serve_process();
     let config = tempfile::tempdir().unwrap();
+    let fp = srv.server.fingerprint.clone().unwrap();
+    std::fs::write(
+        config.path().join("known_servers"),
+        format!("{} {fp}\n", srv.addr),
+    )
+    .unwrap();
     let cli = |args: &[&str]| {
         let mut c = Command::new(BIN);
         c.args(args)

@@ -10,10 +10,12 @@ use indicatif::ProgressBar;
 use serde_json::Value;
 use sockit::files::client::{Client, ClientError};
 use sockit::proto::{Connection, Frame};
-use tokio::net::TcpStream;
+use sockit::tls::Transport;
 
 async fn registered(srv: &common::TestServer, user: &str) -> Client {
-    let mut c = Client::connect(&srv.framed.to_string()).await.unwrap();
+    let mut c = Client::connect(&srv.framed.to_string(), &Transport::Plain)
+        .await
+        .unwrap();
     c.register(user, "correct horse").await.unwrap();
     c.login(user, "correct horse").await.unwrap();
     c
@@ -42,7 +44,7 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
 async fn accounts_register_login_and_the_same_error_for_bad_user_or_password() {
     let srv = common::start(|_| {}).await;
     let addr = srv.framed.to_string();
-    let mut c = Client::connect(&addr).await.unwrap();
+    let mut c = Client::connect(&addr, &Transport::Plain).await.unwrap();
     c.register("Alice", "pw one").await.unwrap();
     assert_eq!(code(c.register("alice", "other").await), "exists");
     assert_eq!(code(c.register("bad name", "x").await), "bad_request");
@@ -50,13 +52,13 @@ async fn accounts_register_login_and_the_same_error_for_bad_user_or_password() {
     assert_eq!(code(c.login("nobody", "wrong").await), "bad_credentials");
     let (user, token, _) = c.login("ALICE", "pw one").await.unwrap();
     assert_eq!(user, "Alice");
-    let mut other = Client::connect(&addr).await.unwrap();
+    let mut other = Client::connect(&addr, &Transport::Plain).await.unwrap();
     assert_eq!(code(other.list("", false).await), "unauthorized");
     assert_eq!(other.auth(&token).await.unwrap(), "Alice");
     other.list("", false).await.unwrap();
     // Logout revokes the token everywhere.
     c.logout().await.unwrap();
-    let mut third = Client::connect(&addr).await.unwrap();
+    let mut third = Client::connect(&addr, &Transport::Plain).await.unwrap();
     assert_eq!(code(third.auth(&token).await), "unauthorized");
     srv.stop().await;
 }
@@ -68,21 +70,25 @@ async fn expired_tokens_and_closed_registration() {
         c.accounts.allow_register = false;
     })
     .await;
-    let mut c = Client::connect(&srv.framed.to_string()).await.unwrap();
+    let mut c = Client::connect(&srv.framed.to_string(), &Transport::Plain)
+        .await
+        .unwrap();
     assert_eq!(code(c.register("bob", "pw").await), "registration_closed");
     sockit::accounts::Accounts::open(srv.data.path(), Default::default())
         .unwrap()
         .add_user("bob", "pw")
         .unwrap();
     let (_, token, _) = c.login("bob", "pw").await.unwrap();
-    let mut c2 = Client::connect(&srv.framed.to_string()).await.unwrap();
+    let mut c2 = Client::connect(&srv.framed.to_string(), &Transport::Plain)
+        .await
+        .unwrap();
     assert_eq!(code(c2.auth(&token).await), "unauthorized");
     srv.stop().await;
 }
 
 /// Sends one raw request on an authenticated connection; returns the error
 /// code (or the reply type if it succeeded).
-async fn raw(conn: &mut Connection<TcpStream>, frame: Frame, body: &[u8]) -> String {
+async fn raw(conn: &mut Connection<sockit::tls::Stream>, frame: Frame, body: &[u8]) -> String {
     if body.is_empty() {
         conn.write_frame(&frame).await.unwrap();
     } else {
@@ -97,14 +103,16 @@ async fn raw(conn: &mut Connection<TcpStream>, frame: Frame, body: &[u8]) -> Str
 }
 
 /// Registers `user` and returns a raw connection authenticated as them.
-async fn raw_login(srv: &common::TestServer, user: &str) -> Connection<TcpStream> {
+async fn raw_login(srv: &common::TestServer, user: &str) -> Connection<sockit::tls::Stream> {
     registered(srv, user).await;
     raw_login_again(srv, user).await
 }
 
 /// A raw connection authenticated as an existing `user`.
-async fn raw_login_again(srv: &common::TestServer, user: &str) -> Connection<TcpStream> {
-    let mut c = Client::connect(&srv.framed.to_string()).await.unwrap();
+async fn raw_login_again(srv: &common::TestServer, user: &str) -> Connection<sockit::tls::Stream> {
+    let mut c = Client::connect(&srv.framed.to_string(), &Transport::Plain)
+        .await
+        .unwrap();
     let (_, token, _) = c.login(user, "correct horse").await.unwrap();
     let mut conn = common::framed_client(srv.framed).await;
     assert_eq!(
@@ -283,7 +291,9 @@ async fn corrupt_or_truncated_bodies_publish_nothing() {
     conn.write_body(&[1u8; 300_000]).await.unwrap();
     conn.flush().await.unwrap();
     drop(conn);
-    let mut c = Client::connect(&srv.framed.to_string()).await.unwrap();
+    let mut c = Client::connect(&srv.framed.to_string(), &Transport::Plain)
+        .await
+        .unwrap();
     c.login("carl", "correct horse").await.unwrap();
     // Wait until the server has seen the end of the cut connection: the
     // same upload is `busy` while its first attempt is still open.
@@ -334,7 +344,9 @@ async fn an_interrupted_upload_resumes_where_it_stopped() {
         conn.flush().await.unwrap();
         // The connection drops mid-body.
     }
-    let mut c = Client::connect(&srv.framed.to_string()).await.unwrap();
+    let mut c = Client::connect(&srv.framed.to_string(), &Transport::Plain)
+        .await
+        .unwrap();
     c.login("dora", "correct horse").await.unwrap();
     let bar = ProgressBar::hidden();
     // Retry while the server still holds the first attempt (`busy`).
@@ -413,7 +425,9 @@ async fn two_concurrent_uploads_of_one_name_leave_one_whole_file() {
     let la = write(tmp.path(), "a", &a);
     let lb = write(tmp.path(), "b", &b);
     let mut ca = registered(&srv, "fred").await;
-    let mut cb = Client::connect(&srv.framed.to_string()).await.unwrap();
+    let mut cb = Client::connect(&srv.framed.to_string(), &Transport::Plain)
+        .await
+        .unwrap();
     cb.login("fred", "correct horse").await.unwrap();
     let none = ProgressBar::hidden();
     let (ra, rb) = tokio::join!(
@@ -491,7 +505,7 @@ async fn quota_and_size_limits_are_enforced() {
 async fn a_hundred_clients_upload_and_download_at_once() {
     let srv = common::start(|_| {}).await;
     let addr = srv.framed.to_string();
-    let mut admin = Client::connect(&addr).await.unwrap();
+    let mut admin = Client::connect(&addr, &Transport::Plain).await.unwrap();
     for u in 0..10 {
         admin
             .register(&format!("user{u}"), "correct horse")
@@ -505,7 +519,7 @@ async fn a_hundred_clients_upload_and_download_at_once() {
         tasks.spawn(async move {
             let data = pattern(50_000 + (i as usize) * 7_919, i);
             let local = write(&dir, &format!("in{i}"), &data);
-            let mut c = Client::connect(&addr).await.unwrap();
+            let mut c = Client::connect(&addr, &Transport::Plain).await.unwrap();
             c.login(&format!("user{}", i % 10), "correct horse")
                 .await
                 .unwrap();

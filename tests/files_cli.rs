@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cli::{serve, serve_with, wait_until, User, BIN};
+use common::cli::{serve, serve_with, wait_until, Server, BIN};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -40,7 +40,7 @@ fn hash_file(path: &Path) -> String {
 fn the_whole_flow_as_a_user_runs_it() {
     let data = tempfile::tempdir().unwrap();
     let srv = serve(data.path(), "127.0.0.1:0");
-    let u = User::new(&srv.addr);
+    let u = srv.user();
     u.sign_up("Zoe");
     // The token is saved privately.
     let creds = u.config.path().join("credentials.json");
@@ -114,7 +114,7 @@ fn the_whole_flow_as_a_user_runs_it() {
 fn folders_go_up_and_come_back_with_put_r_and_get_r() {
     let data = tempfile::tempdir().unwrap();
     let srv = serve(data.path(), "127.0.0.1:0");
-    let u = User::new(&srv.addr);
+    let u = srv.user();
     u.sign_up("tree");
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("project");
@@ -165,7 +165,7 @@ fn server_killed_mid_upload_restarts_and_the_upload_resumes() {
     let data = tempfile::tempdir().unwrap();
     let mut srv = serve(data.path(), "127.0.0.1:0");
     let addr = srv.addr.clone();
-    let u = User::new(&addr);
+    let u = srv.user();
     u.sign_up("kim");
     let work = tempfile::tempdir().unwrap();
     let big = work.path().join("big.bin");
@@ -208,7 +208,7 @@ fn server_killed_mid_upload_restarts_and_the_upload_resumes() {
 fn client_killed_mid_download_resumes() {
     let data = tempfile::tempdir().unwrap();
     let srv = serve(data.path(), "127.0.0.1:0");
-    let u = User::new(&srv.addr);
+    let u = srv.user();
     u.sign_up("lea");
     let work = tempfile::tempdir().unwrap();
     let big = work.path().join("big.bin");
@@ -261,8 +261,7 @@ fn admin_add_user_works_when_registration_is_closed() {
         "127.0.0.1:0",
         &["--config", cfg.to_str().unwrap()],
     );
-    let addr = srv.addr.clone();
-    let u = User::new(&addr);
+    let u = srv.user();
     let (ok, _, err) = u.run(&["register", "--user", "new", "--password-stdin"], "x\n");
     assert!(!ok && err.contains("registration is closed"), "{err}");
     let (ok, _, err) = u.run(
@@ -272,12 +271,15 @@ fn admin_add_user_works_when_registration_is_closed() {
     assert!(ok, "{err}");
 }
 
-/// Runs the Python example client; `None` if python3 is missing.
-fn python(port: &str, args: &[&str], stdin: &str) -> Option<(bool, String, String)> {
+/// Runs the Python example client against `srv`, over TLS with its
+/// certificate pinned; `None` if python3 is missing.
+fn python(srv: &Server, args: &[&str], stdin: &str) -> Option<(bool, String, String)> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python_client.py");
+    let port = srv.addr.rsplit(':').next().unwrap();
+    let fp = srv.fingerprint.as_deref().unwrap();
     let mut child = match Command::new("python3")
         .arg(script)
-        .args(["--port", port])
+        .args(["--port", port, "--fingerprint", fp])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -305,9 +307,8 @@ fn python(port: &str, args: &[&str], stdin: &str) -> Option<(bool, String, Strin
 fn python_and_sockit_exchange_files_both_ways() {
     let data = tempfile::tempdir().unwrap();
     let srv = serve(data.path(), "127.0.0.1:0");
-    let port = srv.addr.rsplit(':').next().unwrap().to_string();
     let Some((ok, _, err)) = python(
-        &port,
+        &srv,
         &["register", "--user", "py", "--password-stdin"],
         "snake pw\n",
     ) else {
@@ -316,14 +317,14 @@ fn python_and_sockit_exchange_files_both_ways() {
     };
     assert!(ok, "{err}");
     let (ok, token, err) = python(
-        &port,
+        &srv,
         &["login", "--user", "py", "--password-stdin"],
         "snake pw\n",
     )
     .unwrap();
     assert!(ok, "{err}");
     let token = token.trim().to_string();
-    let u = User::new(&srv.addr);
+    let u = srv.user();
     let (ok, _, err) = u.run(&["login", "--user", "py", "--password-stdin"], "snake pw\n");
     assert!(ok, "{err}");
 
@@ -333,7 +334,7 @@ fn python_and_sockit_exchange_files_both_ways() {
     let from_py = work.path().join("from python.bin");
     pattern_file(&from_py, 200_000, 5);
     let (ok, _, err) = python(
-        &port,
+        &srv,
         &[
             "upload",
             "--token",
@@ -355,7 +356,7 @@ fn python_and_sockit_exchange_files_both_ways() {
     u.ok(&["put", "-q", from_rs.to_str().unwrap(), "rs.bin"]);
     let py_got = work.path().join("py got.bin");
     let (ok, _, err) = python(
-        &port,
+        &srv,
         &[
             "download",
             "--token",
@@ -371,7 +372,7 @@ fn python_and_sockit_exchange_files_both_ways() {
 
     // Errors come back as codes.
     let (ok, _, err) = python(
-        &port,
+        &srv,
         &["download", "--token", &token, "../x", "/dev/null"],
         "",
     )

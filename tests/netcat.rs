@@ -3,9 +3,14 @@
 
 mod common;
 
+use common::ca::Ca;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use sockit::echo::Mode;
 
@@ -15,7 +20,20 @@ fn sockit() -> Command {
 
 /// Runs `sockit ARGS` with `input` on stdin; returns (success, stdout, stderr).
 fn run(args: &[&str], input: &[u8]) -> (bool, String, String) {
-    let mut child = sockit()
+    let (ok, out, err) = run_bytes(sockit(), args, input);
+    (ok, String::from_utf8_lossy(&out).into_owned(), err)
+}
+
+/// Runs `sockit ARGS` with `config` as its configuration directory (where
+/// `connect --tls` pins servers).
+fn run_in(config: &Path, args: &[&str], input: &[u8]) -> (bool, Vec<u8>, String) {
+    let mut cmd = sockit();
+    cmd.env("SOCKIT_CONFIG_DIR", config);
+    run_bytes(cmd, args, input)
+}
+
+fn run_bytes(mut cmd: Command, args: &[&str], input: &[u8]) -> (bool, Vec<u8>, String) {
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -32,7 +50,7 @@ fn run(args: &[&str], input: &[u8]) -> (bool, String, String) {
     feeder.join().unwrap();
     (
         out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.stdout,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
@@ -385,4 +403,429 @@ fn a_taken_port_is_a_clear_error() {
     let (ok, _, err) = run(&["echo", "--tcp-only", "--bind", &addr], b"");
     assert!(!ok);
     assert!(err.contains("cannot bind") && err.contains(&addr), "{err}");
+}
+
+// `--tls`, as `ncat --ssl`.
+
+/// How long a test waits for a line or bytes it expects.
+const EXPECT_WITHIN: Duration = Duration::from_secs(60);
+
+/// A running `sockit listen --tls`: its port, the fingerprint it printed,
+/// and its later stderr lines and stdout bytes as they come.
+struct TlsListener {
+    child: Child,
+    addr: String,
+    fingerprint: String,
+    lines: mpsc::Receiver<String>,
+    stdout: mpsc::Receiver<Vec<u8>>,
+    /// Stdout received so far.
+    out: Vec<u8>,
+    /// Its configuration directory, where its certificate is kept.
+    _config: tempfile::TempDir,
+}
+
+impl TlsListener {
+    /// `sockit listen --tls ARGS 127.0.0.1:0`.
+    fn start(args: &[&str]) -> TlsListener {
+        let config = tempfile::tempdir().unwrap();
+        let mut child = sockit()
+            .env("SOCKIT_CONFIG_DIR", config.path())
+            .args(["listen", "--tls"])
+            .args(args)
+            .arg("127.0.0.1:0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        // Its address, then its fingerprint (the first start also logs
+        // that it made the certificate).
+        let (mut addr, mut fingerprint) = (None, None);
+        while fingerprint.is_none() {
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "listen ended: {addr:?}"
+            );
+            if let Some(a) = line.strip_prefix("sockit: listening on ") {
+                addr = a.strip_suffix(" (tcp)\n").map(String::from);
+            }
+            if let Some(fp) = line.strip_prefix("sockit: listening with TLS, certificate ") {
+                fingerprint = Some(fp.trim().to_string());
+            }
+        }
+        let (addr, fingerprint) = (addr.expect("address line"), fingerprint.unwrap_or_default());
+        let (line_tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = line_tx.send(line);
+            }
+        });
+        let mut out = child.stdout.take().unwrap();
+        let (out_tx, stdout) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 || out_tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        TlsListener {
+            child,
+            addr,
+            fingerprint,
+            lines,
+            stdout,
+            out: Vec::new(),
+            _config: config,
+        }
+    }
+
+    /// Feeds `input` to its stdin from a thread, then closes it.
+    fn feed(&mut self, input: Vec<u8>) {
+        let mut stdin = self.child.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn expect_line(&self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(EXPECT_WITHIN) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {needle:?} from the listener: {e}"),
+            }
+        }
+    }
+
+    /// Waits until its stdout so far ends with `tail`.
+    fn expect_stdout(&mut self, tail: &[u8]) {
+        while !self.out.ends_with(tail) {
+            match self.stdout.recv_timeout(EXPECT_WITHIN) {
+                Ok(chunk) => self.out.extend_from_slice(&chunk),
+                Err(e) => panic!(
+                    "stdout {:?} never ended with {:?}: {e}",
+                    String::from_utf8_lossy(&self.out),
+                    String::from_utf8_lossy(tail)
+                ),
+            }
+        }
+    }
+
+    /// Waits for it to exit; returns whether it succeeded and all its stdout.
+    fn finish(mut self) -> (bool, Vec<u8>) {
+        while let Ok(chunk) = self.stdout.recv_timeout(EXPECT_WITHIN) {
+            self.out.extend_from_slice(&chunk);
+        }
+        let status = self.child.wait().unwrap();
+        (status.success(), std::mem::take(&mut self.out))
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `len` bytes of every value, in no simple pattern.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        })
+        .collect()
+}
+
+fn known_servers(config: &Path) -> String {
+    std::fs::read_to_string(config.join("known_servers")).unwrap_or_default()
+}
+
+#[test]
+fn tls_listen_and_connect_move_megabytes_both_ways_byte_exact() {
+    let config = tempfile::tempdir().unwrap();
+    let mut listener = TlsListener::start(&[]);
+    let to_client = noise(3_000_000, 1);
+    let to_listener = noise(2_000_000, 2);
+    listener.feed(to_client.clone());
+    let (ok, out, err) = run_in(
+        config.path(),
+        &["connect", "--tls", "--accept-new", &listener.addr],
+        &to_listener,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out == to_client,
+        "got {} of {} bytes",
+        out.len(),
+        to_client.len()
+    );
+    assert!(
+        err.contains("trusting") && err.contains(&listener.fingerprint),
+        "{err}"
+    );
+    assert!(known_servers(config.path())
+        .contains(&format!("{} {}", listener.addr, listener.fingerprint)));
+    listener.expect_line("connection from");
+    let (ok, got) = listener.finish();
+    assert!(ok, "the listener ends cleanly once both sides said goodbye");
+    assert!(
+        got == to_listener,
+        "got {} of {} bytes",
+        got.len(),
+        to_listener.len()
+    );
+}
+
+#[test]
+fn tls_connect_refuses_an_unknown_server_without_accept_new_then_pins_it() {
+    let config = tempfile::tempdir().unwrap();
+    let mut listener = TlsListener::start(&["-k"]);
+    let (ok, out, err) = run_in(
+        config.path(),
+        &["connect", "--tls", &listener.addr],
+        b"too early\n",
+    );
+    assert!(!ok);
+    assert!(out.is_empty());
+    assert!(
+        err.contains(&format!("{} is not a known server", listener.addr))
+            && err.contains(&listener.fingerprint)
+            && err.contains("--accept-new"),
+        "{err}"
+    );
+    assert_eq!(known_servers(config.path()), "");
+    // The listener says so in a line, and -k goes on.
+    let line = listener.expect_line("TLS handshake with");
+    assert!(line.contains("failed"), "{line}");
+    let (ok, _, err) = run_in(
+        config.path(),
+        &["connect", "--tls", "--accept-new", &listener.addr],
+        b"one\n",
+    );
+    assert!(ok, "{err}");
+    listener.expect_stdout(b"one\n");
+    // Pinned now: no --accept-new needed.
+    let (ok, _, err) = run_in(
+        config.path(),
+        &["connect", "--tls", &listener.addr],
+        b"two\n",
+    );
+    assert!(ok, "{err}");
+    assert!(!err.contains("trusting"), "{err}");
+    listener.expect_stdout(b"two\n");
+    assert_eq!(listener.out, b"one\ntwo\n", "nothing of the refused client");
+}
+
+#[test]
+fn tls_insecure_connects_without_pinning_and_warns() {
+    let config = tempfile::tempdir().unwrap();
+    let mut listener = TlsListener::start(&[]);
+    listener.feed(b"from listener\n".to_vec());
+    let (ok, out, err) = run_in(
+        config.path(),
+        &["connect", "--tls", "--insecure", &listener.addr],
+        b"from client\n",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, b"from listener\n");
+    assert!(err.contains("warning: --insecure"), "{err}");
+    assert!(!config.path().join("known_servers").exists());
+    let (ok, got) = listener.finish();
+    assert!(ok);
+    assert_eq!(got, b"from client\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_connect_to_a_plain_server_fails_clearly() {
+    let config = tempfile::tempdir().unwrap();
+    let home = config.path().to_path_buf();
+    // A plain listener with nothing to say: it half-closes at once.
+    let (mut plain, port) = start_listen(&["127.0.0.1:0"]);
+    drop(plain.stdin.take());
+    let addr = format!("127.0.0.1:{port}");
+    let (ok, out, err) = run_in(&home, &["connect", "--tls", "--accept-new", &addr], b"");
+    assert!(!ok);
+    assert!(out.is_empty());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&addr) && err.contains("is it listening with --tls?"),
+        "{err}"
+    );
+    plain.wait().unwrap();
+    // An echo server sends the client's own greeting back.
+    let srv = common::start(|_| {}).await;
+    let addr = srv.echo.to_string();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        run_in(&home, &["connect", "--tls", "--accept-new", &addr], b"")
+    })
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(err.contains("as an echo server does"), "{err}");
+    srv.stop().await;
+}
+
+#[test]
+fn plain_connect_to_a_tls_listener_gets_no_bytes_and_the_listener_waits_for_tls() {
+    let config = tempfile::tempdir().unwrap();
+    let mut listener = TlsListener::start(&[]);
+    listener.feed(b"for TLS clients only\n".to_vec());
+    let (_, out, _) = run(&["connect", &listener.addr], b"hello\n");
+    assert_eq!(out, "", "no TLS record or alert is taken for data");
+    let line = listener.expect_line("TLS handshake with");
+    assert!(line.contains("does not speak TLS"), "{line}");
+    // Without -k the listener still waits for its one (TLS) client.
+    let (ok, out, err) = run_in(
+        config.path(),
+        &["connect", "--tls", "--accept-new", &listener.addr],
+        b"",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, b"for TLS clients only\n");
+    let (ok, got) = listener.finish();
+    assert!(ok);
+    assert_eq!(got, b"", "the plain client's bytes were not printed");
+}
+
+#[test]
+fn tls_listen_with_cert_and_key_is_verified_with_its_ca_and_a_wrong_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "good");
+    Ca::new(dir.path(), "other");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let der = ca.issue(&["127.0.0.1", "localhost"], &cert, &key);
+    let (good, other) = (dir.path().join("good.pem"), dir.path().join("other.pem"));
+    let (cert, key, good, other) = (
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+        good.to_str().unwrap(),
+        other.to_str().unwrap(),
+    );
+    let mut listener = TlsListener::start(&["-k", "--cert", cert, "--key", key]);
+    assert_eq!(listener.fingerprint, sockit::tls::fingerprint(&der));
+
+    let (ok, out, err) = run_in(
+        config.path(),
+        &["connect", "--tls", "--ca", other, &listener.addr],
+        b"refused\n",
+    );
+    assert!(!ok);
+    assert!(out.is_empty());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("not trusted"), "{err}");
+    listener.expect_line("TLS handshake with");
+
+    let (ok, _, err) = run_in(
+        config.path(),
+        &["connect", "--tls", "--ca", good, &listener.addr],
+        b"by address\n",
+    );
+    assert!(ok, "{err}");
+    listener.expect_stdout(b"by address\n");
+    let by_name = listener.addr.replace("127.0.0.1", "localhost");
+    let (ok, _, err) = run_in(
+        config.path(),
+        &["connect", "--tls", "--ca", good, &by_name],
+        b"by name\n",
+    );
+    assert!(ok, "{err}");
+    listener.expect_stdout(b"by name\n");
+    assert_eq!(listener.out, b"by address\nby name\n");
+    assert!(
+        !config.path().join("known_servers").exists(),
+        "--ca pins nothing"
+    );
+}
+
+#[test]
+fn tls_listen_with_a_missing_certificate_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let (ok, _, err) = run(
+        &["listen", "--tls", "--cert", missing, "--key", missing, "0"],
+        b"",
+    );
+    assert!(!ok);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("missing.pem"), "{err}");
+}
+
+#[test]
+fn tls_keep_open_sends_stdin_to_every_client() {
+    let config = tempfile::tempdir().unwrap();
+    let mut listener = TlsListener::start(&["-k"]);
+    std::fs::write(
+        config.path().join("known_servers"),
+        format!("{} {}\n", listener.addr, listener.fingerprint),
+    )
+    .unwrap();
+    let clients: Vec<Child> = (0..2)
+        .map(|_| {
+            sockit()
+                .args(["connect", "--tls", &listener.addr])
+                .env("SOCKIT_CONFIG_DIR", config.path())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    listener.expect_line("connection from");
+    listener.expect_line("connection from");
+    listener.feed(b"to all\n".to_vec());
+    for mut client in clients {
+        let mut line = String::new();
+        BufReader::new(client.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "to all\n");
+        // Its stdin's end: close_notify, and the listener says goodbye too.
+        drop(client.stdin.take());
+        let out = client.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    listener.expect_line("disconnected");
+    listener.expect_line("disconnected");
+}
+
+#[test]
+fn tls_errors_before_any_handshake_are_one_line() {
+    let config = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let (ok, _, err) = run_in(config.path(), &["connect", "--tls", &addr], b"");
+    assert!(!ok);
+    assert_eq!(err.trim(), format!("sockit: connection refused by {addr}"));
+    for args in [
+        &["connect", "--udp", "--tls", "127.0.0.1:7"][..],
+        &["listen", "--udp", "--tls", "0"][..],
+    ] {
+        let (ok, _, err) = run_in(config.path(), args, b"");
+        assert!(!ok, "{args:?}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("DTLS") && err.contains("not supported"),
+            "{err}"
+        );
+    }
 }

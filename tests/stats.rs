@@ -10,12 +10,14 @@ use serde_json::Value;
 use sockit::files::client::Client;
 use sockit::proto::{Connection, Frame};
 use sockit::stats::{fetch, Snapshot};
-use tokio::net::TcpStream;
+use sockit::tls::{Stream, Transport};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sockit");
 
-async fn login(srv: &common::TestServer, user: &str) -> (Connection<TcpStream>, String) {
-    let mut c = Client::connect(&srv.framed.to_string()).await.unwrap();
+async fn login(srv: &common::TestServer, user: &str) -> (Connection<Stream>, String) {
+    let mut c = Client::connect(&srv.framed.to_string(), &Transport::Plain)
+        .await
+        .unwrap();
     c.register(user, "pw").await.unwrap();
     let (_, token, _) = c.login(user, "pw").await.unwrap();
     (c.into_connection(), token)
@@ -230,13 +232,21 @@ async fn the_cli_prints_text_json_and_json_lines_when_watching() {
             .env_remove("SOCKIT_SERVER");
         c
     };
-    let mut c = Client::connect(&addr).await.unwrap();
+    let mut c = Client::connect(&addr, &Transport::Plain).await.unwrap();
     c.register("eve", "pw").await.unwrap();
-    let mut login = cli(&["login", "-S", &addr, "-u", "eve", "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut login = cli(&[
+        "login",
+        "--no-tls",
+        "-S",
+        &addr,
+        "-u",
+        "eve",
+        "--password-stdin",
+    ])
+    .stdin(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     login.stdin.take().unwrap().write_all(b"pw\n").unwrap();
     // Blocking waits: the server runs on this test's runtime, so let it work.
     let ok = tokio::task::spawn_blocking(move || login.wait().unwrap().success())
@@ -244,7 +254,7 @@ async fn the_cli_prints_text_json_and_json_lines_when_watching() {
         .unwrap();
     assert!(ok);
     let text = tokio::task::spawn_blocking({
-        let mut cmd = cli(&["stats", "-S", &addr]);
+        let mut cmd = cli(&["stats", "--no-tls", "-S", &addr]);
         move || cmd.output().unwrap()
     })
     .await
@@ -257,7 +267,7 @@ async fn the_cli_prints_text_json_and_json_lines_when_watching() {
         assert!(text.contains(label), "{label:?} missing in:\n{text}");
     }
     let json = tokio::task::spawn_blocking({
-        let mut cmd = cli(&["stats", "-S", &addr, "--json"]);
+        let mut cmd = cli(&["stats", "--no-tls", "-S", &addr, "--json"]);
         move || cmd.output().unwrap()
     })
     .await
@@ -265,7 +275,7 @@ async fn the_cli_prints_text_json_and_json_lines_when_watching() {
     let v: Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_every_field(&v);
     // Watching into a pipe: one JSON object per line, until stopped.
-    let mut watch = cli(&["stats", "-S", &addr, "--watch", "0.2"])
+    let mut watch = cli(&["stats", "--no-tls", "-S", &addr, "--watch", "0.2"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

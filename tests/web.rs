@@ -52,6 +52,7 @@ async fn serve_site_with(
     let shutdown = CancellationToken::new();
     let handler = HttpHandler {
         web: Web::new(settings, Some(site), None),
+        tls: None,
     };
     tokio::spawn(server::serve(
         "web",

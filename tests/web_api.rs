@@ -613,7 +613,7 @@ async fn one_store_for_http_and_the_framed_protocol() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let mut framed = FramedClient::connect(&srv.framed.to_string())
+    let mut framed = FramedClient::connect(&srv.framed.to_string(), &sockit::tls::Transport::Plain)
         .await
         .unwrap();
     framed.auth(&s.token).await.unwrap();

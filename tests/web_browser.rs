@@ -3,12 +3,17 @@
 //! with playwright-core:
 //! - `tests/browser/app.test.mjs`, the file store (log in, upload through
 //!   the file input, see it listed, download and compare, rename, delete, log
-//!   out, phone-sized layout);
+//!   out, phone-sized layout), over HTTP and again over HTTPS with the
+//!   server's self-signed certificate trusted by its key (HTTP/2, HSTS, a
+//!   `Secure` session cookie);
 //! - `tests/browser/chat.test.mjs`, the chat page against a user on the
 //!   framed port, played by the script itself over raw TCP (messages both
 //!   ways in a room and directly, markup shown as text, a refused send,
 //!   history, a dropped socket resumed with `?since=`, presence, phone size,
-//!   logout closing the socket).
+//!   logout closing the socket), over HTTP and again over HTTPS (wss://).
+//!
+//! Over HTTPS the scripts get the server's self-signed certificate
+//! (`SOCKIT_CA`) and Chromium trusts its key only (`tests/browser/trust.mjs`).
 //!
 //! Needs `node`, `tests/browser/node_modules` (`npm ci` there) and
 //! `/usr/bin/chromium`; `.ci/run` installs them. Where they are missing the
@@ -71,52 +76,87 @@ async fn run_node(script: &str, env: &[(&str, String)]) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_app_works_in_headless_chromium() {
-    if skipped() {
-        return;
-    }
-    let srv = common::start(|_| {}).await;
+/// A server for one browser run with `users` (name, password) added; with
+/// `tls` its web port speaks HTTPS. Returns it with the scripts' common
+/// environment: the URL and, over HTTPS, the certificate to trust.
+async fn server_for(
+    tls: bool,
+    users: &[(&str, &str)],
+) -> (common::TestServer, Vec<(&'static str, String)>) {
+    let srv = common::start(|c| c.web.tls = tls).await;
     let accounts =
         sockit::accounts::Accounts::open(srv.data.path(), sockit::accounts::Settings::default())
             .unwrap();
-    accounts.add_user("alice", "correct horse battery").unwrap();
-    run_node(
-        "app.test.mjs",
+    for (name, password) in users {
+        accounts.add_user(name, password).unwrap();
+    }
+    let scheme = if tls { "https" } else { "http" };
+    let mut env = vec![("SOCKIT_URL", format!("{scheme}://{}", srv.web))];
+    if tls {
+        let cert = srv.data.path().join("tls/cert.pem");
+        env.push(("SOCKIT_CA", cert.display().to_string()));
+    }
+    (srv, env)
+}
+
+/// Runs `app.test.mjs`, over HTTPS when `tls`.
+async fn app_test(tls: bool) {
+    if skipped() {
+        return;
+    }
+    let (srv, mut env) = server_for(tls, &[("alice", "correct horse battery")]).await;
+    env.extend([
+        ("SOCKIT_USER", "alice".into()),
+        ("SOCKIT_PASSWORD", "correct horse battery".into()),
+    ]);
+    run_node("app.test.mjs", &env).await;
+    srv.stop().await;
+}
+
+/// Runs `chat.test.mjs`, over HTTPS (and its socket over wss://) when `tls`.
+async fn chat_test(tls: bool) {
+    if skipped() {
+        return;
+    }
+    let (srv, mut env) = server_for(
+        tls,
         &[
-            ("SOCKIT_URL", format!("http://{}", srv.web)),
-            ("SOCKIT_USER", "alice".into()),
-            ("SOCKIT_PASSWORD", "correct horse battery".into()),
+            ("alice", "correct horse battery"),
+            ("bob", "battery staple bob"),
         ],
     )
     .await;
+    env.extend([
+        ("SOCKIT_FRAMED", srv.framed.to_string()),
+        ("SOCKIT_USER", "alice".into()),
+        ("SOCKIT_PASSWORD", "correct horse battery".into()),
+        ("SOCKIT_PEER", "bob".into()),
+        ("SOCKIT_PEER_PASSWORD", "battery staple bob".into()),
+    ]);
+    run_node("chat.test.mjs", &env).await;
     srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_works_in_headless_chromium() {
+    app_test(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_works_in_headless_chromium_over_https() {
+    app_test(true).await;
 }
 
 /// The scenario: a user in the browser and a user of the framed
 /// protocol talk to each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chat_page_talks_with_a_framed_client_in_headless_chromium() {
-    if skipped() {
-        return;
-    }
-    let srv = common::start(|_| {}).await;
-    let accounts =
-        sockit::accounts::Accounts::open(srv.data.path(), sockit::accounts::Settings::default())
-            .unwrap();
-    accounts.add_user("alice", "correct horse battery").unwrap();
-    accounts.add_user("bob", "battery staple bob").unwrap();
-    run_node(
-        "chat.test.mjs",
-        &[
-            ("SOCKIT_URL", format!("http://{}", srv.web)),
-            ("SOCKIT_FRAMED", srv.framed.to_string()),
-            ("SOCKIT_USER", "alice".into()),
-            ("SOCKIT_PASSWORD", "correct horse battery".into()),
-            ("SOCKIT_PEER", "bob".into()),
-            ("SOCKIT_PEER_PASSWORD", "battery staple bob".into()),
-        ],
-    )
-    .await;
-    srv.stop().await;
+    chat_test(false).await;
+}
+
+/// The same over HTTPS: the page's socket is wss://, an HTTP/1.1 upgrade
+/// (the port does not offer WebSockets over HTTP/2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_page_works_over_https_in_headless_chromium() {
+    chat_test(true).await;
 }

@@ -11,11 +11,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::tls::{Stream, Transport};
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::io::AsyncReadExt as _;
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -49,6 +49,8 @@ pub struct ChatBench {
     /// A file to keep the benchmark users' session tokens in between runs,
     /// so that a rerun does not pay an Argon2id login per user.
     pub token_cache: Option<std::path::PathBuf>,
+    /// Plain TCP or TLS.
+    pub transport: Transport,
 }
 
 /// What a run measured.
@@ -88,8 +90,13 @@ fn now_us() -> u64 {
 }
 
 /// Logs in as `name`, registering it first if needed; returns the token.
-async fn token(server: &str, name: &str, password: &str) -> Result<String, ChatBenchError> {
-    let mut c = Client::connect(server).await?;
+async fn token(
+    server: &str,
+    transport: &Transport,
+    name: &str,
+    password: &str,
+) -> Result<String, ChatBenchError> {
+    let mut c = Client::connect(server, transport).await?;
     match c.login(name, password).await {
         Ok(t) => Ok(t.1),
         Err(e) if e.code() == Some("bad_credentials") => {
@@ -100,14 +107,14 @@ async fn token(server: &str, name: &str, password: &str) -> Result<String, ChatB
     }
 }
 
-async fn connect(server: &str, token: &str) -> Result<Connection<TcpStream>, ChatBenchError> {
-    let mut c = Client::connect(server).await?;
+async fn connect(opts: &ChatBench, token: &str) -> Result<Connection<Stream>, ChatBenchError> {
+    let mut c = Client::connect(&opts.target, &opts.transport).await?;
     c.auth(token).await?;
     Ok(c.into_connection())
 }
 
 /// Sends a request and reads to its answer, dropping events.
-async fn call(conn: &mut Connection<TcpStream>, req: Frame) -> Result<Frame, ChatBenchError> {
+async fn call(conn: &mut Connection<Stream>, req: Frame) -> Result<Frame, ChatBenchError> {
     conn.write_frame(&req.with("id", 1)).await?;
     loop {
         let f = conn.read_frame().await?.ok_or(ProtoError::Truncated)?;
@@ -133,7 +140,7 @@ struct Header<'a> {
 /// header parsed only for its type and size) until `expected` messages have
 /// come, or none for 30 s. The send time is the first 20 bytes of the text.
 async fn read_messages(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     expected: u64,
 ) -> Result<(Histogram<u64>, u64, Instant), ChatBenchError> {
@@ -199,15 +206,16 @@ pub async fn run(opts: &ChatBench) -> Result<ChatReport, ChatBenchError> {
             *slot = t.clone();
             continue;
         }
-        let (server, name, pw, gate) = (
+        let (server, transport, name, pw, gate) = (
             opts.target.clone(),
+            opts.transport.clone(),
             format!("{}{i}", opts.prefix),
             opts.password.clone(),
             gate.clone(),
         );
         logins.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            token(&server, &name, &pw).await.map(|t| (i, t))
+            token(&server, &transport, &name, &pw).await.map(|t| (i, t))
         });
     }
     let fresh = !logins.is_empty();
@@ -225,7 +233,7 @@ pub async fn run(opts: &ChatBench) -> Result<ChatReport, ChatBenchError> {
     let ready = Arc::new(Semaphore::new(0));
     let mut held = Vec::new();
     for token in tokens.iter().skip(1) {
-        let mut conn = connect(&opts.target, token).await?;
+        let mut conn = connect(opts, token).await?;
         call(
             &mut conn,
             Frame::new("join").with("room", opts.room.as_str()),
@@ -233,7 +241,7 @@ pub async fn run(opts: &ChatBench) -> Result<ChatReport, ChatBenchError> {
         .await?;
         call(&mut conn, Frame::new("subscribe")).await?;
         for _ in 0..opts.hold {
-            let mut idle = connect(&opts.target, token).await?;
+            let mut idle = connect(opts, token).await?;
             call(&mut idle, Frame::new("subscribe")).await?;
             // An idle user still reads what comes (presence, messages).
             let (mut stream, _) = idle.into_parts();
@@ -255,7 +263,7 @@ pub async fn run(opts: &ChatBench) -> Result<ChatReport, ChatBenchError> {
         .acquire_many(opts.members as u32)
         .await
         .map_err(|e| ChatBenchError::Other(e.to_string()))?;
-    let mut sender = connect(&opts.target, &tokens[0]).await?;
+    let mut sender = connect(opts, &tokens[0]).await?;
     call(
         &mut sender,
         Frame::new("join").with("room", opts.room.as_str()),

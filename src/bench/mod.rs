@@ -563,3 +563,4 @@ impl Report {
 }
 
 pub mod chat;
+pub mod handshake;

@@ -3,11 +3,12 @@
 //! `sockit login`, and reconnect by themselves (resuming after the last
 //! message seen, so nothing the server keeps is missed or shown twice).
 
+use crate::files::commands::Remote;
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
+use crate::tls::Stream;
 use serde::Deserialize;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::{Message, Sent};
@@ -87,13 +88,13 @@ enum Incoming {
 
 /// A chat connection: hello and auth done.
 struct ChatConn {
-    conn: Connection<TcpStream>,
+    conn: Connection<Stream>,
     next_id: u64,
 }
 
 impl ChatConn {
-    async fn open(server: Option<&str>) -> Result<ChatConn, ClientError> {
-        let client = connect_authed(server).await?;
+    async fn open(remote: &Remote) -> Result<ChatConn, ClientError> {
+        let client = connect_authed(remote).await?;
         Ok(ChatConn {
             conn: client.into_connection(),
             next_id: 1,
@@ -201,8 +202,8 @@ impl std::fmt::Display for To {
 }
 
 /// `sockit chat send`: sends one message; returns once the server stored it.
-pub async fn send(server: Option<&str>, to: &To, text: &str) -> Result<Sent, ClientError> {
-    let mut c = ChatConn::open(server).await?;
+pub async fn send(remote: &Remote, to: &To, text: &str) -> Result<Sent, ClientError> {
+    let mut c = ChatConn::open(remote).await?;
     let (f, _) = c.call(to.frame(), text.as_bytes(), &mut |_| {}).await?;
     Ok(Sent {
         seq: f.get("seq").and_then(|v| v.as_i64()).unwrap_or(0),
@@ -243,7 +244,10 @@ async fn backoff(attempt: &mut u32) {
 /// final (a refusal, a lost session).
 fn transient(e: &ClientError) -> bool {
     match e {
-        ClientError::Connect { .. } | ClientError::Proto(_) => true,
+        // A server that is down or restarting comes back; one that is not
+        // trusted (unknown, changed certificate, plain) does not.
+        ClientError::Connect(e) => e.is_transient(),
+        ClientError::Proto(_) => true,
         ClientError::Remote { code, .. } => {
             matches!(
                 code.as_str(),
@@ -256,7 +260,7 @@ fn transient(e: &ClientError) -> bool {
 
 /// `sockit chat tail`: prints messages (of one room, with `room`) as lines
 /// or JSON lines until interrupted; reconnects by itself.
-pub async fn tail(server: Option<&str>, room: Option<&str>, json: bool) -> Result<(), ClientError> {
+pub async fn tail(remote: &Remote, room: Option<&str>, json: bool) -> Result<(), ClientError> {
     let mut last_seq = 0i64;
     let mut attempt = 0u32;
     // A closed stdout (`| head -1`) ends the tail quietly.
@@ -288,7 +292,7 @@ pub async fn tail(server: Option<&str>, room: Option<&str>, json: bool) -> Resul
     };
     loop {
         let result: Result<(), ClientError> = async {
-            let mut c = ChatConn::open(server).await?;
+            let mut c = ChatConn::open(remote).await?;
             let mut early = Vec::new();
             let mut keep = |i: Incoming| {
                 if let Incoming::Message(m) = i {
@@ -457,7 +461,7 @@ impl Ui {
 /// editor whose input line stays intact while messages are printed above
 /// it; otherwise it reads lines from stdin (each sent like typed) and exits
 /// once all are confirmed.
-pub async fn interactive(server: Option<&str>, room: Option<&str>) -> Result<(), ClientError> {
+pub async fn interactive(remote: &Remote, room: Option<&str>) -> Result<(), ClientError> {
     let (tx, mut rx) = mpsc::channel::<Input>(INPUT_QUEUE);
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let out: Printer = if tty {
@@ -485,7 +489,7 @@ pub async fn interactive(server: Option<&str>, room: Option<&str>) -> Result<(),
     let mut attempt = 0u32;
     let mut first = true;
     loop {
-        match session(server, &mut ui, &mut rx, first).await {
+        match session(remote, &mut ui, &mut rx, first).await {
             Ok(()) => return Ok(()),
             Err(e) if transient(&e) => {
                 for (_, text) in std::mem::take(&mut ui.unconfirmed) {
@@ -537,12 +541,12 @@ fn start_editor(tx: mpsc::Sender<Input>) -> Result<Printer, ClientError> {
 /// One connection's life: subscribe, then relay typed lines and incoming
 /// events until the input ends (`Ok`) or the connection fails.
 async fn session(
-    server: Option<&str>,
+    remote: &Remote,
     ui: &mut Ui,
     rx: &mut mpsc::Receiver<Input>,
     first: bool,
 ) -> Result<(), ClientError> {
-    let mut c = ChatConn::open(server).await?;
+    let mut c = ChatConn::open(remote).await?;
     let mut early = Vec::new();
     let mut history = Vec::new();
     if first {

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use crate::tls::Stream;
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio_util::codec::Encoder;
 
 use super::link::{Link, Output};
@@ -17,7 +17,7 @@ use crate::accounts::{Accounts, User};
 use crate::framed::HandlerError;
 use crate::proto::{timed, Connection, ErrorCode, Frame, FrameCodec, ProtoError};
 
-type Conn = Connection<TcpStream>;
+type Conn = Connection<Stream>;
 
 /// Events written in one go before a flush.
 const WRITE_BATCH: usize = 256;

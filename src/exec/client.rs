@@ -6,11 +6,12 @@
 //! halves and the stdin channel, with bounded buffers: a new stdin chunk is
 //! taken only once the previous one is on the wire.
 
+use crate::files::commands::Remote;
 use std::io::{Read, Write};
 
+use crate::tls::Stream;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -85,7 +86,7 @@ fn sink_error(which: &str, e: std::io::Error) -> ClientError {
 /// every chunk. A refusal or a run cut short (`timeout`, `too_large`) is
 /// [`ClientError::Remote`] with the server's code.
 pub async fn run(
-    conn: &mut Connection<TcpStream>,
+    conn: &mut Connection<Stream>,
     argv: &[String],
     timeout: Option<f64>,
     mut stdin: Option<mpsc::Receiver<Bytes>>,
@@ -273,12 +274,7 @@ impl<W: Write> Write for Output<W> {
 /// `sockit exec`: runs `argv` on the server and returns the exit status to
 /// exit with (the remote code, 128 + signal, 124 at the time limit, 255
 /// when sockit failed; failures are reported on stderr).
-pub async fn command(
-    server: Option<&str>,
-    argv: &[String],
-    timeout: Option<f64>,
-    no_stdin: bool,
-) -> u8 {
+pub async fn command(remote: &Remote, argv: &[String], timeout: Option<f64>, no_stdin: bool) -> u8 {
     let mut stdout = Output {
         inner: std::io::stdout(),
         broken: false,
@@ -288,7 +284,7 @@ pub async fn command(
         broken: false,
     };
     let result = async {
-        let client = crate::files::commands::connect_authed(server).await?;
+        let client = crate::files::commands::connect_authed(remote).await?;
         let mut conn = client.into_connection();
         // A terminal's stdin is forwarded too (line by line, without a
         // pseudo-terminal); -n gives the program an empty stdin instead.

@@ -26,11 +26,11 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::tls::Stream;
 use bytes::{Buf, Bytes, BytesMut};
 use serde::Deserialize;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdin, Command};
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
@@ -231,7 +231,7 @@ fn disconnected() -> HandlerError {
 /// Handles one `exec` request from `user` (whose permissions were just
 /// read from the accounts database).
 pub async fn run(
-    conn: &mut Connection<TcpStream>,
+    conn: &mut Connection<Stream>,
     req: &Frame,
     exec: &Exec,
     user: &User,
@@ -572,7 +572,7 @@ impl Relay {
     /// what cut the run short.
     async fn run(
         &mut self,
-        conn: &mut Connection<TcpStream>,
+        conn: &mut Connection<Stream>,
         child: &mut Child,
         group: &mut Group,
         deadline: Instant,
@@ -736,7 +736,7 @@ impl Relay {
     /// message boundary in both directions for the next request.
     async fn finish(
         &mut self,
-        conn: &mut Connection<TcpStream>,
+        conn: &mut Connection<Stream>,
         last: &Frame,
         ctx: RunCtx<'_>,
     ) -> Result<(), HandlerError> {

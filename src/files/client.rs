@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::tls::{ConnectError, Stream, Transport};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
 
 use crate::proto::{self, Connection, Frame, ProtoError};
 use crate::store::{Entry, Kind};
@@ -24,9 +24,9 @@ const MAX_LISTING: usize = 256 * 1024 * 1024;
 /// Client errors, each a one-line message for the user.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The server could not be reached.
-    #[error("cannot connect to {server}: {reason}")]
-    Connect { server: String, reason: String },
+    /// The server could not be reached, or not trusted.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     /// The server refused the request.
     #[error("{message}")]
     Remote { code: String, message: String },
@@ -71,7 +71,7 @@ pub struct Uploaded {
 
 /// A connection to the framed port.
 pub struct Client {
-    conn: Connection<TcpStream>,
+    conn: Connection<Stream>,
     /// The address connected to, as given.
     pub server: String,
     next_id: u64,
@@ -107,23 +107,9 @@ fn remote_error(frame: &Frame) -> Option<ClientError> {
 }
 
 impl Client {
-    /// Connects and completes the handshake.
-    pub async fn connect(server: &str) -> Result<Client, ClientError> {
-        let fail = |reason: String| ClientError::Connect {
-            server: server.to_string(),
-            reason,
-        };
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(server)).await {
-            Err(_) => return Err(fail("timed out".into())),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(fail(
-                    "connection refused (is `sockit serve` running there?)".into(),
-                ))
-            }
-            Ok(Err(e)) => return Err(fail(e.to_string())),
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
+    /// Connects (TLS unless `transport` is plain) and completes the hello.
+    pub async fn connect(server: &str, transport: &Transport) -> Result<Client, ClientError> {
+        let stream = crate::tls::client::connect(server, transport, CONNECT_TIMEOUT).await?;
         let mut client = Client {
             conn: Connection::new(stream, proto::Limits::default()),
             server: server.to_string(),
@@ -148,7 +134,7 @@ impl Client {
 
     /// The connection (hello done, authenticated if it was), for a service
     /// that speaks its own messages on it (`exec`, `stats`).
-    pub fn into_connection(self) -> Connection<TcpStream> {
+    pub fn into_connection(self) -> Connection<Stream> {
         self.conn
     }
 

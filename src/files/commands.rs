@@ -3,6 +3,7 @@
 //! scp: `put a.txt docs/` puts `docs/a.txt`, an existing remote folder is
 //! put into, and `get` into an existing local folder lands inside it.
 
+use crate::tls::Transport;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -84,20 +85,29 @@ fn creds() -> Result<Credentials, ClientError> {
     Credentials::load().map_err(|e| ClientError::Other(e.to_string()))
 }
 
+/// Which server a client command talks to, and how.
+#[derive(Debug, Clone, Default)]
+pub struct Remote {
+    /// HOST:PORT from `--server`; `None` picks as [`Credentials::pick_server`] does.
+    pub server: Option<String>,
+    /// Plain TCP or TLS, and how the server is trusted.
+    pub transport: Transport,
+}
+
 /// `sockit register`.
 pub async fn register(
-    server: Option<&str>,
+    remote: &Remote,
     user: Option<&str>,
     pw: PasswordInput,
 ) -> Result<(), ClientError> {
     let creds = creds()?;
-    let server = creds.pick_server(server);
+    let server = creds.pick_server(remote.server.as_deref());
     let name = user_name(user, None)?;
     let password = read_password(PasswordInput {
         confirm: true,
         ..pw
     })?;
-    let mut client = Client::connect(&server).await?;
+    let mut client = Client::connect(&server, &remote.transport).await?;
     let name = client.register(&name, &password).await?;
     eprintln!(
         "registered {} on {server}; now run: sockit login --server {server} --user {}",
@@ -109,18 +119,18 @@ pub async fn register(
 
 /// `sockit login`: saves the session token for the server (mode 0600).
 pub async fn login(
-    server: Option<&str>,
+    remote: &Remote,
     user: Option<&str>,
     pw: PasswordInput,
 ) -> Result<(), ClientError> {
     let mut creds = creds()?;
-    let server = creds.pick_server(server);
+    let server = creds.pick_server(remote.server.as_deref());
     let name = user_name(user, creds.servers.get(&server))?;
     let password = read_password(PasswordInput {
         confirm: false,
         ..pw
     })?;
-    let mut client = Client::connect(&server).await?;
+    let mut client = Client::connect(&server, &remote.transport).await?;
     let (name, token, expires) = client.login(&name, &password).await?;
     creds.servers.insert(
         server.clone(),
@@ -143,16 +153,16 @@ pub async fn login(
 }
 
 /// `sockit logout`: revokes the token on the server and forgets it here.
-pub async fn logout(server: Option<&str>) -> Result<(), ClientError> {
+pub async fn logout(remote: &Remote) -> Result<(), ClientError> {
     let mut creds = creds()?;
-    let server = creds.pick_server(server);
+    let server = creds.pick_server(remote.server.as_deref());
     let Some(saved) = creds.servers.remove(&server) else {
         return Err(ClientError::NotLoggedIn(server));
     };
     // Forget it locally even if the server cannot be reached or already
     // dropped the session.
     let revoked = async {
-        let mut client = Client::connect(&server).await?;
+        let mut client = Client::connect(&server, &remote.transport).await?;
         client.auth(&saved.token).await?;
         client.logout().await
     }
@@ -168,14 +178,14 @@ pub async fn logout(server: Option<&str>) -> Result<(), ClientError> {
 }
 
 /// Connects to the chosen server and authenticates with the saved token.
-pub async fn connect_authed(server: Option<&str>) -> Result<Client, ClientError> {
+pub async fn connect_authed(remote: &Remote) -> Result<Client, ClientError> {
     let creds = creds()?;
-    let server = creds.pick_server(server);
+    let server = creds.pick_server(remote.server.as_deref());
     let saved = creds
         .servers
         .get(&server)
         .ok_or_else(|| ClientError::NotLoggedIn(server.clone()))?;
-    let mut client = Client::connect(&server).await?;
+    let mut client = Client::connect(&server, &remote.transport).await?;
     match client.auth(&saved.token).await {
         Ok(_) => Ok(client),
         Err(e) if e.code() == Some("unauthorized") => Err(ClientError::Other(format!(
@@ -240,7 +250,7 @@ async fn put_target(
 
 /// `sockit put LOCAL [REMOTE]`.
 pub async fn put(
-    server: Option<&str>,
+    at: &Remote,
     local: &Path,
     remote: Option<&str>,
     opts: TransferOptions,
@@ -249,7 +259,7 @@ pub async fn put(
     if meta.is_dir() && !opts.recursive {
         return Err(ClientError::local(local, "is a folder (use -r)"));
     }
-    let mut client = connect_authed(server).await?;
+    let mut client = connect_authed(at).await?;
     let target = put_target(&mut client, local, remote).await?;
     if !meta.is_dir() {
         let bar = progress(meta.len(), &target, opts.quiet);
@@ -329,12 +339,12 @@ fn walk_local(root: &Path, remote_root: &str) -> Result<Walked, ClientError> {
 
 /// `sockit get REMOTE [LOCAL]`.
 pub async fn get(
-    server: Option<&str>,
+    at: &Remote,
     remote: &str,
     local: Option<&Path>,
     opts: TransferOptions,
 ) -> Result<(), ClientError> {
-    let mut client = connect_authed(server).await?;
+    let mut client = connect_authed(at).await?;
     let remote = remote.trim_end_matches('/');
     let entry = client
         .stat(remote)
@@ -446,8 +456,8 @@ pub struct ListOptions {
 }
 
 /// `sockit ls [PATH]`.
-pub async fn ls(server: Option<&str>, path: &str, opts: ListOptions) -> Result<(), ClientError> {
-    let mut client = connect_authed(server).await?;
+pub async fn ls(remote: &Remote, path: &str, opts: ListOptions) -> Result<(), ClientError> {
+    let mut client = connect_authed(remote).await?;
     let entries = client
         .list(path.trim_end_matches('/'), opts.recursive)
         .await?;
@@ -487,18 +497,13 @@ pub fn render_listing(entries: &[Entry], opts: ListOptions) -> String {
 }
 
 /// `sockit rm PATH`.
-pub async fn rm(server: Option<&str>, path: &str, recursive: bool) -> Result<(), ClientError> {
-    connect_authed(server).await?.remove(path, recursive).await
+pub async fn rm(remote: &Remote, path: &str, recursive: bool) -> Result<(), ClientError> {
+    connect_authed(remote).await?.remove(path, recursive).await
 }
 
 /// `sockit mv FROM TO`.
-pub async fn mv(
-    server: Option<&str>,
-    from: &str,
-    to: &str,
-    force: bool,
-) -> Result<(), ClientError> {
-    let mut client = connect_authed(server).await?;
+pub async fn mv(remote: &Remote, from: &str, to: &str, force: bool) -> Result<(), ClientError> {
+    let mut client = connect_authed(remote).await?;
     // Into an existing folder, as mv does.
     let to = match client.stat(to).await? {
         Some(e) if is_dir(&e) => {
@@ -515,6 +520,6 @@ pub async fn mv(
 }
 
 /// `sockit mkdir PATH`.
-pub async fn mkdir(server: Option<&str>, path: &str, parents: bool) -> Result<(), ClientError> {
-    connect_authed(server).await?.mkdir(path, parents).await
+pub async fn mkdir(remote: &Remote, path: &str, parents: bool) -> Result<(), ClientError> {
+    connect_authed(remote).await?.mkdir(path, parents).await
 }

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::tls::Stream;
 use serde::Deserialize;
-use tokio::net::TcpStream;
 
 use crate::accounts::User;
 use crate::framed::HandlerError;
@@ -13,7 +13,7 @@ use crate::store::{RemotePath, Source, Store, StoreError};
 
 use super::{pipe, MAX_INLINE};
 
-type Conn = Connection<TcpStream>;
+type Conn = Connection<Stream>;
 
 /// Runs blocking store work on the blocking pool.
 async fn blocking<T: Send + 'static>(

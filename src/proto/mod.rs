@@ -214,6 +214,8 @@ pub enum ErrorCode {
     Internal,
     /// A chat connection did not read its messages in time; closed.
     SlowConsumer,
+    /// A plain client reached a port that speaks TLS; closed.
+    TlsRequired,
 }
 
 impl ErrorCode {
@@ -232,6 +234,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
             ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::TlsRequired => "tls_required",
         }
     }
 }

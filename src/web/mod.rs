@@ -7,6 +7,11 @@
 //! header read timeout (slow-loris), an idle timeout between requests,
 //! security headers on every response and one access-log line per request.
 //!
+//! With TLS (`web.tls`, `sockit web --tls`) the port speaks HTTPS: ALPN
+//! picks HTTP/2 or HTTP/1.1, every response carries `Strict-Transport-
+//! Security`, and a plain HTTP request that comes to it anyway is answered
+//! with a `308` to its `https://` URL.
+//!
 //! - [`site`]: static files from a folder: conditional requests, ranges,
 //!   compression, listings, a small-file cache.
 //! - [`api`]: the JSON API over the accounts and the file store.
@@ -123,7 +128,19 @@ impl Web {
     }
 
     /// Answers one request.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        // HTTP/2 names the host in `:authority` (hyper puts it in the URI),
+        // not in `Host`: copied there, what reads `Host` (the API's
+        // same-origin check) works the same on both versions.
+        if !req.headers().contains_key(header::HOST) {
+            if let Some(host) = req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                req.headers_mut().insert(header::HOST, host);
+            }
+        }
         // The access line's parts, only when the access log is on (it is
         // off in benchmarks, and this is the hot path).
         let logging = tracing::enabled!(target: "sockit::access", tracing::Level::INFO);
@@ -210,24 +227,112 @@ pub(crate) fn redirect(location: &str) -> Response<Body> {
 pub struct HttpHandler {
     /// What the port serves.
     pub web: Web,
+    /// HTTPS for every connection (ALPN h2 and http/1.1); `None` serves
+    /// plain HTTP.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+}
+
+/// `Strict-Transport-Security` of every HTTPS response: a year, this host
+/// only (the site's other hosts may not speak HTTPS).
+pub const HSTS: &str = "max-age=31536000";
+
+/// Which HTTP a connection speaks, as TLS negotiated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Speaks {
+    /// Plain TCP, or TLS without ALPN: HTTP/1.1, or HTTP/2 when the client
+    /// opens with its preface.
+    Either,
+    /// ALPN `http/1.1`.
+    Http1,
+    /// ALPN `h2`.
+    Http2,
 }
 
 impl Handler for HttpHandler {
     async fn serve(&self, stream: TcpStream, ctx: ConnCtx) {
-        let settings = &self.web.inner.settings;
-        let activity = Arc::new(AtomicU64::new(0));
-        let io = match Watched::new(stream, activity.clone(), ctx.counters.clone()) {
-            Ok(w) => TokioIo::new(w),
-            Err(e) => {
-                debug!(peer = %ctx.peer, "cannot register the connection: {e}");
+        let Some(config) = &self.tls else {
+            if let Some((io, activity)) = watch(stream, &ctx) {
+                self.serve_http(io, activity, &ctx, Speaks::Either).await;
+            }
+            return;
+        };
+        let header_timeout = self.web.inner.settings.header_timeout;
+        // One byte tells a TLS client from a plain HTTP one that came to
+        // the wrong scheme; it is peeked, so it is still there for either.
+        let first = tokio::select! {
+            first = tokio::time::timeout(header_timeout, first_byte(&stream)) => first,
+            _ = ctx.shutdown.cancelled() => return,
+        };
+        let first = match first {
+            Ok(Ok(Some(b))) => b,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                debug!(peer = %ctx.peer, "http connection ended: {e}");
+                return;
+            }
+            Err(_) => {
+                debug!(peer = %ctx.peer, "no request within the header timeout");
                 return;
             }
         };
+        let Some((io, activity)) = watch(stream, &ctx) else {
+            return;
+        };
+        if first != crate::tls::HANDSHAKE_RECORD {
+            redirect_to_https(io, activity, &self.web.inner.settings, &ctx).await;
+            return;
+        }
+        let handshake = tokio::time::timeout(
+            header_timeout,
+            tokio_rustls::TlsAcceptor::from(config.clone()).accept(io),
+        );
+        let tls = tokio::select! {
+            tls = handshake => match tls {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    debug!(peer = %ctx.peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    debug!(peer = %ctx.peer, "TLS handshake timed out");
+                    return;
+                }
+            },
+            _ = ctx.shutdown.cancelled() => return,
+        };
+        let speaks = match tls.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Speaks::Http2,
+            Some(_) => Speaks::Http1,
+            None => Speaks::Either,
+        };
+        self.serve_http(tls, activity, &ctx, speaks).await;
+    }
+}
+
+impl HttpHandler {
+    /// Serves HTTP on `io` (plain TCP or TLS) until the connection ends,
+    /// idles out or the server shuts down. `activity` is the counter `io`
+    /// bumps on every byte moved.
+    async fn serve_http<I>(&self, io: I, activity: Arc<AtomicU64>, ctx: &ConnCtx, speaks: Speaks)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let settings = &self.web.inner.settings;
         let web = self.web.clone();
         let peer = ctx.peer;
+        let secure = self.tls.is_some();
         let service = hyper::service::service_fn(move |req| {
             let web = web.clone();
-            async move { Ok::<_, Infallible>(web.handle(req, peer).await) }
+            async move {
+                let mut response = web.handle(req, peer).await;
+                if secure {
+                    response.headers_mut().insert(
+                        header::STRICT_TRANSPORT_SECURITY,
+                        HeaderValue::from_static(HSTS),
+                    );
+                }
+                Ok::<_, Infallible>(response)
+            }
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
@@ -241,29 +346,13 @@ impl Handler for HttpHandler {
             .timer(TokioTimer::new())
             .max_concurrent_streams(100)
             .max_header_list_size(settings.max_header_bytes as u32);
-        let conn = builder.serve_connection_with_upgrades(io, service);
-        tokio::pin!(conn);
-        // Idle timeout without a clock read per I/O: the stream counts its
-        // reads and writes; a connection whose count has not moved for
-        // IDLE_CHECKS consecutive quarters of the timeout is closed, so it
-        // goes between 1 and 1.25 timeouts after its last byte.
-        let period = (ctx.idle_timeout / IDLE_CHECKS).max(Duration::from_millis(1));
-        let idle_watch = async {
-            let mut seen = activity.load(Ordering::Relaxed);
-            let mut quiet = 0;
-            loop {
-                tokio::time::sleep(period).await;
-                let now = activity.load(Ordering::Relaxed);
-                if now == seen {
-                    quiet += 1;
-                    if quiet >= IDLE_CHECKS {
-                        return;
-                    }
-                } else {
-                    (seen, quiet) = (now, 0);
-                }
-            }
+        let builder = match speaks {
+            Speaks::Either => builder,
+            Speaks::Http1 => builder.http1_only(),
+            Speaks::Http2 => builder.http2_only(),
         };
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -274,9 +363,142 @@ impl Handler for HttpHandler {
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
-            _ = idle_watch => debug!(peer = %ctx.peer, "idle timeout"),
+            _ = idle(&activity, ctx.idle_timeout) => debug!(peer = %ctx.peer, "idle timeout"),
         }
     }
+}
+
+/// Wraps the connection's socket to count its traffic; `None` (logged) if
+/// it cannot be registered.
+fn watch(stream: TcpStream, ctx: &ConnCtx) -> Option<(Watched, Arc<AtomicU64>)> {
+    let activity = Arc::new(AtomicU64::new(0));
+    match Watched::new(stream, activity.clone(), ctx.counters.clone()) {
+        Ok(w) => Some((w, activity)),
+        Err(e) => {
+            debug!(peer = %ctx.peer, "cannot register the connection: {e}");
+            None
+        }
+    }
+}
+
+/// The first byte the client sends, left in the socket; `None` if it
+/// closes first.
+async fn first_byte(stream: &TcpStream) -> std::io::Result<Option<u8>> {
+    let mut byte = [0u8; 1];
+    Ok(match stream.peek(&mut byte).await? {
+        0 => None,
+        _ => Some(byte[0]),
+    })
+}
+
+/// Returns when `activity` has not moved for a whole `timeout`. Without a
+/// clock read per I/O: a connection whose count has not moved for
+/// IDLE_CHECKS consecutive quarters of the timeout is idle, so it goes
+/// between 1 and 1.25 timeouts after its last byte.
+async fn idle(activity: &AtomicU64, timeout: Duration) {
+    let period = (timeout / IDLE_CHECKS).max(Duration::from_millis(1));
+    let mut seen = activity.load(Ordering::Relaxed);
+    let mut quiet = 0;
+    loop {
+        tokio::time::sleep(period).await;
+        let now = activity.load(Ordering::Relaxed);
+        if now == seen {
+            quiet += 1;
+            if quiet >= IDLE_CHECKS {
+                return;
+            }
+        } else {
+            (seen, quiet) = (now, 0);
+        }
+    }
+}
+
+/// Answers a plain HTTP request on the HTTPS port with a `308` to the same
+/// URL over HTTPS, then closes. hyper parses the request, under the same
+/// header timeout and size cap as any other.
+async fn redirect_to_https(
+    io: Watched,
+    activity: Arc<AtomicU64>,
+    settings: &Settings,
+    ctx: &ConnCtx,
+) {
+    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+        Ok::<_, Infallible>(https_redirect(&req))
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                debug!(peer = %ctx.peer, "plain http connection on the https port ended: {e}");
+            }
+        }
+        _ = ctx.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+        _ = idle(&activity, ctx.idle_timeout) => debug!(peer = %ctx.peer, "idle timeout"),
+    }
+}
+
+/// The answer to a plain HTTP request on the HTTPS port: `308` to
+/// `https://<host><path and query>`, or `400` when the request names no
+/// host to send the client to.
+fn https_redirect<B>(req: &Request<B>) -> Response<Body> {
+    let location = https_location(req).and_then(|l| HeaderValue::from_str(&l).ok());
+    let mut r = match location {
+        Some(location) => {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+            r.headers_mut().insert(header::LOCATION, location);
+            r
+        }
+        None => {
+            let mut r = Response::new(Body::from(
+                "This port speaks HTTPS: use https:// (the request had no Host header to redirect with).\n",
+            ));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        }
+    };
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// `https://` + the request's host (the absolute URI's, else `Host`) + its
+/// path and query; `None` without a usable host.
+fn https_location<B>(req: &Request<B>) -> Option<String> {
+    let authority = match req.uri().authority() {
+        Some(a) => a.clone(),
+        None => req
+            .headers()
+            .get(header::HOST)?
+            .to_str()
+            .ok()?
+            .parse::<http::uri::Authority>()
+            .ok()?,
+    };
+    // A user name in the host would be carried into the redirect.
+    if authority.host().is_empty() || authority.as_str().contains('@') {
+        return None;
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or("/");
+    Some(format!("https://{authority}{target}"))
 }
 
 /// Idle checks per idle timeout.
@@ -417,5 +639,52 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(self.inner.get_ref().shutdown(std::net::Shutdown::Write))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, host: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header(header::HOST, h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn plain_requests_are_sent_to_the_same_url_over_https() {
+        let cases = [
+            (
+                "/a/b?x=1&y=%20",
+                Some("example.org:8443"),
+                Some("https://example.org:8443/a/b?x=1&y=%20"),
+            ),
+            ("/", Some("[::1]:8080"), Some("https://[::1]:8080/")),
+            (
+                "http://other.example/p?q",
+                Some("ignored"),
+                Some("https://other.example/p?q"),
+            ),
+            ("*", Some("h"), Some("https://h/")),
+            ("/", None, None),
+            ("/", Some(""), None),
+            ("/", Some("user@evil.example"), None),
+            ("/", Some("two words"), None),
+        ];
+        for (uri, host, want) in cases {
+            assert_eq!(
+                https_location(&request(uri, host)).as_deref(),
+                want,
+                "{uri} {host:?}"
+            );
+        }
+        let r = https_redirect(&request("/x", Some("h:1")));
+        assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(r.headers()[header::LOCATION], "https://h:1/x");
+        let r = https_redirect(&request("/x", None));
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     }
 }

@@ -7,13 +7,20 @@
 //     node tests/browser/app.test.mjs
 // Optional: SOCKIT_CHROMIUM=/path/to/chromium (default /usr/bin/chromium),
 // SOCKIT_SCREENSHOTS=DIR to keep screenshots of each step.
+// Over HTTPS (`sockit serve --web-tls`): SOCKIT_URL=https://127.0.0.1:8080
+// and SOCKIT_CA=sockit-data/tls/cert.pem, the server's self-signed
+// certificate, trusted as trust.mjs says; the run then also checks HTTP/2,
+// HSTS and a Secure session cookie.
 // Exits 0 when every step passed, 1 with a message naming the failed step.
 
 import { chromium } from "playwright-core";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile, mkdir } from "node:fs/promises";
+import { request as httpRequest } from "node:http";
+import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { caPem, HSTS, requireCaFor, trustArgs } from "./trust.mjs";
 
 const OVERALL_TIMEOUT_MS = 60_000;
 const STEP_TIMEOUT_MS = 15_000;
@@ -32,11 +39,13 @@ const user = process.env.SOCKIT_USER || "";
 const password = process.env.SOCKIT_PASSWORD || "";
 const executablePath = process.env.SOCKIT_CHROMIUM || process.env.CHROMIUM || "/usr/bin/chromium";
 const shotsDir = process.env.SOCKIT_SCREENSHOTS || "";
+const tls = base.startsWith("https://");
 
 if (!base || !user || !password) {
   console.error("FAIL: set SOCKIT_URL, SOCKIT_USER and SOCKIT_PASSWORD");
   process.exit(2);
 }
+requireCaFor(base);
 
 let browser = null;
 /** The page, kept so a failure can report what it showed. */
@@ -67,6 +76,26 @@ function checkProblems() {
 }
 
 const sha256 = (buf) => createHash("sha256").update(buf).digest("hex");
+
+/**
+ * One request of the test's own (not the page's), trusting only SOCKIT_CA
+ * over https. Resolves to { status, text }.
+ */
+function call(method, path, { headers = {}, body } = {}) {
+  return new Promise((resolve, reject) => {
+    const url = new URL(base + path);
+    const send = url.protocol === "https:" ? httpsRequest : httpRequest;
+    const options = url.protocol === "https:" ? { method, headers, ca: caPem } : { method, headers };
+    const req = send(url, options, (res) => {
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("error", reject);
+      res.on("end", () => resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString("utf8") }));
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
 /** A CSS attribute-selector string for any name. */
 const cssString = (s) => '"' + s.replace(/["\\]/g, "\\$&").replace(/\n/g, "\\a ") + '"';
 
@@ -94,21 +123,20 @@ async function main() {
  * in the page: a 404 there would show up as a console error.
  */
 async function removeLeftovers() {
-  const login = await fetch(base + "/api/login", {
-    method: "POST",
+  const login = await call("POST", "/api/login", {
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ name: user, password, token: true }),
   });
-  const body = await login.text();
-  assert(login.ok, `POST /api/login with "token": true answered ${login.status}: ${body}`);
+  const body = login.text;
+  assert(login.status === 200, `POST /api/login with "token": true answered ${login.status}: ${body}`);
   const { token } = JSON.parse(body);
   assert(typeof token === "string" && token, `POST /api/login with "token": true gave no token: ${body}`);
   const auth = { Authorization: `Bearer ${token}` };
   for (const name of [BIG_NAME, EVIL_NAME, RENAMED, FOLDER]) {
-    const res = await fetch(`${base}/api/files/${encodeURIComponent(name)}?recursive=1`, { method: "DELETE", headers: auth });
+    const res = await call("DELETE", `/api/files/${encodeURIComponent(name)}?recursive=1`, { headers: auth });
     assert(res.status === 204 || res.status === 404, `cleaning up ${JSON.stringify(name)}: DELETE answered ${res.status}`);
   }
-  await fetch(base + "/api/logout", { method: "POST", headers: auth });
+  await call("POST", "/api/logout", { headers: auth });
 }
 
 async function run(work) {
@@ -124,6 +152,7 @@ async function run(work) {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      ...trustArgs(),
     ],
   });
   const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1100, height: 800 } });
@@ -213,10 +242,22 @@ async function run(work) {
     assert(/script-src 'self'/.test(csp), `GET /app/ has no strict Content-Security-Policy (got ${JSON.stringify(csp)})`);
     await page.locator("#login-form").waitFor({ state: "visible" });
     assert(await page.locator("#file-table").isHidden(), "the file table is visible before logging in");
+    if (tls) {
+      const hsts = res.headers()["strict-transport-security"];
+      assert(hsts === HSTS, `GET /app/ over https has Strict-Transport-Security ${JSON.stringify(hsts)}, expected ${JSON.stringify(HSTS)}`);
+      const protocol = await page.evaluate(() => performance.getEntriesByType("navigation")[0].nextHopProtocol);
+      assert(protocol === "h2", `GET /app/ over https was served with ${JSON.stringify(protocol)}, expected h2 (ALPN)`);
+      assert(await page.evaluate(() => window.isSecureContext), "the https page is not a secure context");
+    }
     await shot("login");
     await login();
     const who = await page.locator("#account-name").textContent();
     assert(who === user, `the page names the user ${JSON.stringify(who)}, expected ${JSON.stringify(user)}`);
+    if (tls) {
+      const cookie = (await context.cookies(base)).find((c) => c.name === "sockit_session");
+      assert(cookie, "no sockit_session cookie after logging in");
+      assert(cookie.secure, "the session cookie is not Secure over https");
+    }
   });
 
   // ------------------------------------------------------------------ 2

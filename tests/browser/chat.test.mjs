@@ -18,12 +18,16 @@
 //     node tests/browser/chat.test.mjs
 // Optional: SOCKIT_CHROMIUM=/path/to/chromium (default /usr/bin/chromium),
 // SOCKIT_SCREENSHOTS=DIR to keep screenshots of each step.
+// Over HTTPS (`sockit serve --web-tls`, the socket then wss://):
+// SOCKIT_URL=https://... and SOCKIT_CA=sockit-data/tls/cert.pem, trusted
+// as trust.mjs says.
 // Exits 0 when every step passed, 1 with a message naming the failed step.
 
 import { chromium } from "playwright-core";
 import { connect as tcpConnect } from "node:net";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import { requireCaFor, trustArgs } from "./trust.mjs";
 
 const OVERALL_TIMEOUT_MS = 90_000;
 const STEP_TIMEOUT_MS = 15_000;
@@ -52,6 +56,7 @@ if (!base || !framedAddr || !user || !password || !peer || !peerPassword) {
   console.error("FAIL: set SOCKIT_URL, SOCKIT_FRAMED, SOCKIT_USER, SOCKIT_PASSWORD, SOCKIT_PEER and SOCKIT_PEER_PASSWORD");
   process.exit(2);
 }
+requireCaFor(base);
 
 let browser = null;
 let activePage = null;
@@ -249,6 +254,7 @@ async function main() {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      ...trustArgs(),
     ],
   });
   const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });

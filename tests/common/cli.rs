@@ -15,6 +15,8 @@ pub struct Server {
     pub addr: String,
     pub data: PathBuf,
     pub log: Arc<Mutex<String>>,
+    /// The certificate's fingerprint, from the log (None: plain TCP).
+    pub fingerprint: Option<String>,
 }
 
 pub fn serve(data: &Path, framed_bind: &str) -> Server {
@@ -44,12 +46,16 @@ pub fn serve_with(data: &Path, framed_bind: &str, extra: &[&str]) -> Server {
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
+    let mut fingerprint = None;
     let addr = loop {
         line.clear();
         assert!(
             stderr.read_line(&mut line).unwrap() > 0,
             "server exited early"
         );
+        if let Some(fp) = line.split("fingerprint=").nth(1) {
+            fingerprint = Some(fp.trim().to_string());
+        }
         if line.contains("service=\"framed\"") && line.contains("listening") {
             break line.split("addr=").nth(1).unwrap().trim().to_string();
         }
@@ -68,6 +74,23 @@ pub fn serve_with(data: &Path, framed_bind: &str, extra: &[&str]) -> Server {
         addr,
         data: data.to_path_buf(),
         log,
+        fingerprint,
+    }
+}
+
+impl Server {
+    /// A user of this server who trusts its certificate (pinned, as a
+    /// first connection answered with yes would).
+    pub fn user(&self) -> User {
+        let u = User::new(&self.addr);
+        if let Some(fp) = &self.fingerprint {
+            std::fs::write(
+                u.config.path().join("known_servers"),
+                format!("{} {fp}\n", self.addr),
+            )
+            .unwrap();
+        }
+        u
     }
 }
 

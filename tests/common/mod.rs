@@ -1,12 +1,14 @@
 //! Shared test helpers: start the real services in-process on port 0.
 #![allow(dead_code)]
 
+pub mod ca;
 pub mod cli;
 
 use std::net::SocketAddr;
 
 use sockit::config::Config;
 use sockit::proto::{Connection, Frame, Limits};
+use sockit::tls::Stream;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +33,9 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
     config.echo.bind = "127.0.0.1:0".into();
     config.framed.bind = "127.0.0.1:0".into();
     config.web.bind = "127.0.0.1:0".into();
+    // Plain TCP, so tests can check the bytes on the wire; tests/tls.rs
+    // covers the TLS port.
+    config.framed.tls = false;
     tweak(&mut config);
     let bound = sockit::serve::bind(config).await.expect("bind");
     let echo = bound
@@ -60,8 +65,8 @@ impl TestServer {
 }
 
 /// Connects to the framed port and completes the handshake.
-pub async fn framed_client(addr: SocketAddr) -> Connection<TcpStream> {
-    let stream = TcpStream::connect(addr).await.expect("connect");
+pub async fn framed_client(addr: SocketAddr) -> Connection<Stream> {
+    let stream = Stream::Plain(TcpStream::connect(addr).await.expect("connect"));
     let mut conn = Connection::new(stream, Limits::default());
     conn.write_frame(&Frame::new("hello").with("version", 1))
         .await
