@@ -399,6 +399,10 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
+class CertificateMismatch(ConnectionError):
+    """The server's certificate is not the pinned one."""
+
+
 def normalize_fingerprint(text):
     """SHA256:<64 lowercase hex> from any usual spelling (colons, case,
     with or without the SHA256: prefix)."""
@@ -472,7 +476,7 @@ class Client:
             got = "SHA256:" + hashlib.sha256(der).hexdigest()
             if got != self.fingerprint:
                 tls.close()
-                raise ssl.SSLError(
+                raise CertificateMismatch(
                     "the server's certificate is %s, not the pinned %s: "
                     "refusing to talk to it" % (got, self.fingerprint))
         return tls

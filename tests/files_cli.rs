@@ -316,6 +316,17 @@ fn python_and_sockit_exchange_files_both_ways() {
         return;
     };
     assert!(ok, "{err}");
+    // Over TLS, pinned: another certificate is refused before the password
+    // goes out.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python_client.py");
+    let port = srv.addr.rsplit(':').next().unwrap();
+    let wrong = format!("SHA256:{}", "0".repeat(64));
+    let out = Command::new("python3")
+        .args([script, "--port", port, "--fingerprint", &wrong, "ping"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not the pinned"), "{err}");
     let (ok, token, err) = python(
         &srv,
         &["login", "--user", "py", "--password-stdin"],
