@@ -326,7 +326,10 @@ fn python_and_sockit_exchange_files_both_ways() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("not the pinned"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("not the pinned"),
+        "{err}"
+    );
     let (ok, token, err) = python(
         &srv,
         &["login", "--user", "py", "--password-stdin"],
