@@ -573,17 +573,14 @@ fn connect_tls(opts: &ConnectOptions, trust: &Trust) -> Result<(), NetcatError> 
     })
 }
 
-/// The TLS client's errors, in `connect`'s words: its hints are written for
-/// the framed port (`sockit serve`, `--no-tls`), which `connect` has not.
+/// The TLS client's errors, in `connect`'s words: `tls::client`'s messages
+/// give the framed port's hints (`sockit serve`, `--no-tls`), which do not
+/// apply to `connect`.
 fn connect_error(target: &str, e: ConnectError) -> NetcatError {
     const PLAIN: &str = "is it listening with --tls? Without --tls, connect speaks plain TCP";
     match e {
-        ConnectError::Unreachable { reason, .. } if reason.starts_with("connection refused") => {
-            NetcatError::Tls(format!("connection refused by {target}"))
-        }
-        ConnectError::Unreachable { reason, .. } if reason == "timed out" => {
-            NetcatError::Timeout(target.into())
-        }
+        ConnectError::Refused { .. } => NetcatError::Tls(format!("connection refused by {target}")),
+        ConnectError::ConnectTimeout { .. } => NetcatError::Timeout(target.into()),
         ConnectError::NotTls { server } => NetcatError::Tls(format!(
             "cannot connect to {server}: it answered in plain text, not TLS ({PLAIN})"
         )),
@@ -592,12 +589,12 @@ fn connect_error(target: &str, e: ConnectError) -> NetcatError {
                 "cannot connect to {server}: it sent our TLS greeting back, as an echo server does ({PLAIN})"
             ))
         }
-        ConnectError::Handshake { server, reason } => {
-            let reason = reason
-                .replace("(is this a TLS port? try --no-tls)", &format!("({PLAIN})"))
-                .replace("(is this a TLS port?)", &format!("({PLAIN})"));
-            NetcatError::Tls(format!("cannot connect to {server}: {reason}"))
-        }
+        ConnectError::HandshakeTimeout { server } => NetcatError::Tls(format!(
+            "cannot connect to {server}: the TLS handshake timed out ({PLAIN})"
+        )),
+        ConnectError::ClosedInHandshake { server } => NetcatError::Tls(format!(
+            "cannot connect to {server}: it closed the connection during the TLS handshake ({PLAIN})"
+        )),
         other => NetcatError::Tls(other.to_string()),
     }
 }

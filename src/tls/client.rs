@@ -88,7 +88,13 @@ impl Default for Transport {
 /// Why a connection could not be made, each a message for the user.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The address does not resolve, nothing listens, or it timed out.
+    /// Nothing listens there.
+    #[error("cannot connect to {server}: connection refused (is `sockit serve` running there?)")]
+    Refused { server: String },
+    /// The TCP connection was not made in time.
+    #[error("cannot connect to {server}: timed out")]
+    ConnectTimeout { server: String },
+    /// The address does not resolve, or the connection failed otherwise.
     #[error("cannot connect to {server}: {reason}")]
     Unreachable { server: String, reason: String },
     /// A TLS client reached a plain port.
@@ -111,7 +117,13 @@ pub enum ConnectError {
     /// The certificate failed verification (`--ca`, system roots).
     #[error("cannot connect to {server}: {reason}")]
     Untrusted { server: String, reason: String },
-    /// The handshake failed or timed out.
+    /// The handshake did not finish in time.
+    #[error("cannot connect to {server}: the TLS handshake timed out (is this a TLS port?)")]
+    HandshakeTimeout { server: String },
+    /// The server closed the connection during the handshake.
+    #[error("cannot connect to {server}: the server closed the connection during the TLS handshake (it may be at its connection limit; or it is not a TLS port, then use --no-tls)")]
+    ClosedInHandshake { server: String },
+    /// The handshake failed otherwise.
     #[error("cannot connect to {server}: {reason}")]
     Handshake { server: String, reason: String },
     /// The known-servers file or the CA file is unusable.
@@ -125,7 +137,12 @@ impl ConnectError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ConnectError::Unreachable { .. } | ConnectError::Handshake { .. }
+            ConnectError::Unreachable { .. }
+                | ConnectError::Refused { .. }
+                | ConnectError::ConnectTimeout { .. }
+                | ConnectError::HandshakeTimeout { .. }
+                | ConnectError::ClosedInHandshake { .. }
+                | ConnectError::Handshake { .. }
         )
     }
 }
@@ -275,9 +292,8 @@ pub async fn connect(
         let result = match tokio::time::timeout(left, handshake).await {
             Ok(r) => r,
             Err(_) => {
-                return Err(ConnectError::Handshake {
+                return Err(ConnectError::HandshakeTimeout {
                     server: server.into(),
-                    reason: "the TLS handshake timed out (is this a TLS port?)".into(),
                 })
             }
         };
@@ -410,9 +426,8 @@ fn handshake_error(server: &str, e: &std::io::Error, verify: &Verify) -> Connect
         None if e.kind() == std::io::ErrorKind::UnexpectedEof
             || e.kind() == std::io::ErrorKind::ConnectionReset =>
         {
-            ConnectError::Handshake {
+            ConnectError::ClosedInHandshake {
                 server: server.into(),
-                reason: "the server closed the connection during the TLS handshake (is this a TLS port? try --no-tls)".into(),
             }
         }
         None => ConnectError::Handshake {
@@ -442,11 +457,15 @@ pub async fn tcp_connect(server: &str, timeout: Duration) -> Result<TcpStream, C
         reason,
     };
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(server)).await {
-        Err(_) => return Err(fail("timed out".into())),
+        Err(_) => {
+            return Err(ConnectError::ConnectTimeout {
+                server: server.into(),
+            })
+        }
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            return Err(fail(
-                "connection refused (is `sockit serve` running there?)".into(),
-            ))
+            return Err(ConnectError::Refused {
+                server: server.into(),
+            })
         }
         Ok(Err(e)) => return Err(fail(e.to_string())),
         Ok(Ok(s)) => s,
