@@ -214,16 +214,7 @@ impl TlsArgs {
         if self.no_tls {
             return Transport::Plain;
         }
-        let verify = match (&self.ca, self.insecure) {
-            (Some(ca), _) => Verify::Ca(ca.clone()),
-            (None, true) => Verify::Insecure,
-            (None, false) => Verify::Pin,
-        };
-        Transport::Tls(Trust {
-            verify,
-            accept_new: self.accept_new,
-            ..Trust::default()
-        })
+        Transport::Tls(trust(self.ca.clone(), self.insecure, self.accept_new))
     }
 }
 
@@ -926,15 +917,9 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Connect(args) => {
             let timeout = secs(args.timeout)?;
-            let tls = args.tls.then(|| Trust {
-                verify: match (args.ca, args.insecure) {
-                    (Some(ca), _) => Verify::Ca(ca),
-                    (None, true) => Verify::Insecure,
-                    (None, false) => Verify::Pin,
-                },
-                accept_new: args.accept_new,
-                ..Trust::default()
-            });
+            let tls = args
+                .tls
+                .then(|| trust(args.ca, args.insecure, args.accept_new));
             netcat::connect(&netcat::ConnectOptions {
                 target: args.target,
                 udp: args.udp,
@@ -1130,6 +1115,21 @@ fn run(command: Command) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// How a TLS client trusts the server, from `--ca`, `--insecure` and
+/// `--accept-new` (trust on first use when neither of the first two).
+fn trust(ca: Option<PathBuf>, insecure: bool, accept_new: bool) -> Trust {
+    let verify = match (ca, insecure) {
+        (Some(ca), _) => Verify::Ca(ca),
+        (None, true) => Verify::Insecure,
+        (None, false) => Verify::Pin,
+    };
+    Trust {
+        verify,
+        accept_new,
+        ..Trust::default()
     }
 }
 
