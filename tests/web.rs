@@ -308,19 +308,22 @@ async fn get_head_types_validators_and_not_modified() {
 #[tokio::test]
 async fn ranges_single_multiple_and_unsatisfiable() {
     let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let mid: Vec<u8> = (0..300_000u32).map(|i| (i % 239) as u8).collect();
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
-    let (d, b) = (data.clone(), big.clone());
+    let (d, m, b) = (data.clone(), mid.clone(), big.clone());
     let s = serve_site(
         move |root| {
             std::fs::write(root.join("data.bin"), &d).unwrap();
+            std::fs::write(root.join("mid.bin"), &m).unwrap();
             std::fs::write(root.join("big.bin"), &b).unwrap();
         },
         |_, _| {},
     )
     .await;
     let c = client();
-    // Both the in-memory path (data.bin) and the streamed path (big.bin).
-    for (name, bytes) in [("data.bin", &data), ("big.bin", &big)] {
+    // The in-memory path (data.bin), the in-memory path sent with sendfile
+    // (mid.bin) and the streamed path (big.bin).
+    for (name, bytes) in [("data.bin", &data), ("mid.bin", &mid), ("big.bin", &big)] {
         let len = bytes.len();
         let get = |range: &str| {
             c.get(format!("http://{}/{name}", s.addr))
@@ -595,6 +598,61 @@ async fn cached_files_are_revalidated_when_changed() {
     );
     std::fs::remove_file(&path).unwrap();
     assert_eq!(c.get(&url).send().await.unwrap().status(), 404);
+}
+
+/// Sealed in-memory files (the cache's `sendfile` path) this process holds.
+fn sealed_cache_files() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.to_string_lossy().contains("memfd:sockit-web-cache"))
+        .count()
+}
+
+#[tokio::test]
+async fn cached_files_sent_with_sendfile_are_whole_under_load_and_change() {
+    let v1: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let v2: Vec<u8> = (0..200_000u32).map(|i| (i % 13) as u8 + 100).collect();
+    let d = v1.clone();
+    let s = serve_site(
+        move |root| std::fs::write(root.join("sealed.bin"), &d).unwrap(),
+        |o, _| o.revalidate = Duration::ZERO,
+    )
+    .await;
+    let url = format!("http://{}/sealed.bin", s.addr);
+    let c = client();
+    assert_eq!(c.get(&url).send().await.unwrap().bytes().await.unwrap(), v1);
+    assert!(
+        sealed_cache_files() >= 1,
+        "the cached file is held in a sealed memfd"
+    );
+    // Many keep-alive clients at once, over HTTP/1.1 and HTTP/2, each
+    // response whole and byte-exact.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let c = if i % 4 == 0 { h2.clone() } else { client() };
+        let (url, want) = (url.clone(), v1.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let r = c.get(&url).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                assert_eq!(r.content_length(), Some(want.len() as u64));
+                assert!(r.bytes().await.unwrap() == want, "a whole, exact body");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Rewritten in place (same inode, truncated first): the next request
+    // gets the new content, never a mix.
+    std::fs::write(s._dir.path().join("site/sealed.bin"), &v2).unwrap();
+    assert_eq!(c.get(&url).send().await.unwrap().bytes().await.unwrap(), v2);
 }
 
 #[tokio::test]

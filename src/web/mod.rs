@@ -21,6 +21,7 @@ pub mod api;
 pub mod app;
 pub mod body;
 pub mod range;
+pub mod sealed;
 pub mod site;
 
 use std::convert::Infallible;
@@ -621,12 +622,40 @@ impl AsyncWrite for Watched {
         self.poll_write_with(cx, |mut s| s.write(buf))
     }
 
+    /// Buffers that point into a sealed cached file ([`sealed`]) go out with
+    /// `sendfile`, without a copy; what comes before one (the response
+    /// head) is written first with `MSG_MORE`, so head and body still leave
+    /// in the same segments. Everything else is one `writev`.
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        self.poll_write_with(cx, |mut s| s.write_vectored(bufs))
+        let from_file = bufs
+            .iter()
+            .enumerate()
+            .find_map(|(i, b)| sealed::lookup(b).map(|at| (i, at)));
+        match from_file {
+            None => self.poll_write_with(cx, |mut s| s.write_vectored(bufs)),
+            Some((0, (fd, offset))) => {
+                let len = bufs[0].len();
+                self.poll_write_with(cx, |s| {
+                    let mut off = offset as libc::off_t;
+                    // SAFETY: `fd` is the sealed file `bufs[0]` points into,
+                    // open while that buffer is borrowed; `off` is a valid
+                    // out-parameter.
+                    let n = unsafe { libc::sendfile(s.as_raw_fd(), fd, &mut off, len) };
+                    if n < 0 {
+                        Err(std::io::Error::last_os_error())
+                    } else {
+                        Ok(n as usize)
+                    }
+                })
+            }
+            Some((i, _)) => self.poll_write_with(cx, |s| {
+                socket2::SockRef::from(s).send_vectored_with_flags(&bufs[..i], libc::MSG_MORE)
+            }),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {

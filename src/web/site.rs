@@ -13,7 +13,6 @@
 //! not an `open`/`stat` on the blocking pool.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -30,6 +29,7 @@ use tokio::sync::OnceCell;
 
 use super::body::{file_body, file_parts_body, Part};
 use super::range::{self, Ranges, Validators};
+use super::sealed::read_exact;
 use crate::store::path::{resolve, PathError, RemotePath};
 
 /// Default cap on one file kept in memory.
@@ -946,12 +946,6 @@ fn lookup(site: &SiteInner, path: &RemotePath, folder: bool, key: String, enc: A
     }
 }
 
-fn read_all(mut f: &std::fs::File, len: u64) -> Option<Bytes> {
-    let mut buf = Vec::with_capacity(len as usize);
-    f.read_to_end(&mut buf).ok()?;
-    (buf.len() as u64 == len).then(|| Bytes::from(buf))
-}
-
 fn load_cached(
     site: &SiteInner,
     file: &std::fs::File,
@@ -960,12 +954,12 @@ fn load_cached(
     name: &str,
     sibling_of: &dyn Fn(&str) -> Option<(std::fs::File, u64)>,
 ) -> Option<Cached> {
-    let bytes = read_all(file, stat.len)?;
+    let bytes = read_exact(file, stat.len)?;
     let (content_type, compressible) = content_type_of(name);
     let sibling = |suffix| {
         sibling_of(suffix)
             .filter(|(_, l)| *l <= site.opts.cache_file_max)
-            .and_then(|(f, l)| read_all(&f, l))
+            .and_then(|(f, l)| read_exact(&f, l))
     };
     let validators = stat.validators();
     Some(Cached {
