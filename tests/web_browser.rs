@@ -1,37 +1,71 @@
-//! The web app in a real browser: starts `sockit serve` in-process on port 0,
-//! creates users, and runs node scripts that drive Debian's headless Chromium
-//! with playwright-core:
+//! The web app in real browsers: starts `sockit serve` in-process on port 0,
+//! creates users, and runs node scripts that drive Debian's headless
+//! Chromium (DevTools protocol) and Firefox ESR (WebDriver BiDi) with
+//! playwright-core (`tests/browser/browser.mjs` picks one):
 //! - `tests/browser/app.test.mjs`, the file store (log in, upload through
 //!   the file input, see it listed, download and compare, rename, delete, log
-//!   out, phone-sized layout), over HTTP and again over HTTPS with the
-//!   server's self-signed certificate trusted by its key (HTTP/2, HSTS, a
-//!   `Secure` session cookie);
+//!   out, phone-sized layout), in both browsers over HTTP, and in Chromium
+//!   again over HTTPS with the server's self-signed certificate trusted by
+//!   its key (HTTP/2, HSTS, a `Secure` session cookie);
 //! - `tests/browser/chat.test.mjs`, the chat page against a user on the
 //!   framed port, played by the script itself over raw TCP (messages both
 //!   ways in a room and directly, markup shown as text, a refused send,
 //!   history, a dropped socket resumed with `?since=`, presence, phone size,
-//!   logout closing the socket), over HTTP and again over HTTPS (wss://).
+//!   logout closing the socket), in both browsers over HTTP, and in Chromium
+//!   again over HTTPS (wss://).
 //!
 //! Over HTTPS the scripts get the server's self-signed certificate
 //! (`SOCKIT_CA`) and Chromium trusts its key only (`tests/browser/trust.mjs`).
+//! Firefox has no way to trust one key, so its runs are over HTTP.
 //!
-//! Needs `node`, `tests/browser/node_modules` (`npm ci` there) and
-//! `/usr/bin/chromium`; `.ci/run` installs them. Where they are missing the
-//! test says so and passes, except under CI (`CI=true`), where it fails.
+//! Needs `node`, `tests/browser/node_modules` (`npm ci` there),
+//! `/usr/bin/chromium` and `/usr/bin/firefox-esr`; `.ci/run` installs them.
+//! Where they are missing the test says so and passes, except under CI
+//! (`CI=true`), where it fails.
 
 mod common;
 
 use std::path::Path;
 use std::process::Stdio;
 
-fn missing_prerequisite() -> Option<String> {
+#[derive(Clone, Copy)]
+enum Browser {
+    Chromium,
+    Firefox,
+}
+
+impl Browser {
+    /// `SOCKIT_BROWSER` for the scripts.
+    fn name(self) -> &'static str {
+        match self {
+            Browser::Chromium => "chromium",
+            Browser::Firefox => "firefox",
+        }
+    }
+
+    /// The executable, and how to install it.
+    fn executable(self) -> (String, &'static str) {
+        match self {
+            Browser::Chromium => (
+                std::env::var("SOCKIT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+                "apt-get install chromium",
+            ),
+            Browser::Firefox => (
+                std::env::var("SOCKIT_FIREFOX").unwrap_or_else(|_| "/usr/bin/firefox-esr".into()),
+                "apt-get install firefox-esr",
+            ),
+        }
+    }
+}
+
+fn missing_prerequisite(browser: Browser) -> Option<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     if !dir.join("node_modules/playwright-core").is_dir() {
         return Some(format!("run `npm ci` in {}", dir.display()));
     }
-    let chromium = std::env::var("SOCKIT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !Path::new(&chromium).exists() {
-        return Some("install Chromium (`apt-get install chromium`)".into());
+    let (exe, install) = browser.executable();
+    if !Path::new(&exe).exists() {
+        return Some(format!("{exe} is missing (`{install}`)"));
     }
     let node = std::process::Command::new("node")
         .arg("--version")
@@ -44,8 +78,8 @@ fn missing_prerequisite() -> Option<String> {
 }
 
 /// True (after saying so) when the prerequisites are missing outside CI.
-fn skipped() -> bool {
-    let Some(what) = missing_prerequisite() else {
+fn skipped(browser: Browser) -> bool {
+    let Some(what) = missing_prerequisite(browser) else {
         return false;
     };
     let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
@@ -99,13 +133,14 @@ async fn server_for(
     (srv, env)
 }
 
-/// Runs `app.test.mjs`, over HTTPS when `tls`.
-async fn app_test(tls: bool) {
-    if skipped() {
+/// Runs `app.test.mjs` in `browser`, over HTTPS when `tls`.
+async fn app_test(browser: Browser, tls: bool) {
+    if skipped(browser) {
         return;
     }
     let (srv, mut env) = server_for(tls, &[("alice", "correct horse battery")]).await;
     env.extend([
+        ("SOCKIT_BROWSER", browser.name().into()),
         ("SOCKIT_USER", "alice".into()),
         ("SOCKIT_PASSWORD", "correct horse battery".into()),
     ]);
@@ -113,9 +148,10 @@ async fn app_test(tls: bool) {
     srv.stop().await;
 }
 
-/// Runs `chat.test.mjs`, over HTTPS (and its socket over wss://) when `tls`.
-async fn chat_test(tls: bool) {
-    if skipped() {
+/// Runs `chat.test.mjs` in `browser`, over HTTPS (and its socket over
+/// wss://) when `tls`.
+async fn chat_test(browser: Browser, tls: bool) {
+    if skipped(browser) {
         return;
     }
     let (srv, mut env) = server_for(
@@ -127,6 +163,7 @@ async fn chat_test(tls: bool) {
     )
     .await;
     env.extend([
+        ("SOCKIT_BROWSER", browser.name().into()),
         ("SOCKIT_FRAMED", srv.framed.to_string()),
         ("SOCKIT_USER", "alice".into()),
         ("SOCKIT_PASSWORD", "correct horse battery".into()),
@@ -139,24 +176,34 @@ async fn chat_test(tls: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_works_in_headless_chromium() {
-    app_test(false).await;
+    app_test(Browser::Chromium, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_works_in_headless_firefox() {
+    app_test(Browser::Firefox, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_works_in_headless_chromium_over_https() {
-    app_test(true).await;
+    app_test(Browser::Chromium, true).await;
 }
 
 /// The scenario: a user in the browser and a user of the framed
 /// protocol talk to each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chat_page_talks_with_a_framed_client_in_headless_chromium() {
-    chat_test(false).await;
+    chat_test(Browser::Chromium, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_page_talks_with_a_framed_client_in_headless_firefox() {
+    chat_test(Browser::Firefox, false).await;
 }
 
 /// The same over HTTPS: the page's socket is wss://, an HTTP/1.1 upgrade
 /// (the port does not offer WebSockets over HTTP/2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chat_page_works_over_https_in_headless_chromium() {
-    chat_test(true).await;
+    chat_test(Browser::Chromium, true).await;
 }

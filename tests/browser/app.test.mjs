@@ -1,11 +1,12 @@
-// The file-store web app (/app/) in a real Chromium: log in, upload (with a
+// The file-store web app (/app/) in a real browser (Chromium or Firefox): log in, upload (with a
 // connection cut in the middle, to see it resume), download and compare,
 // rename, make and enter a folder, delete, log out, and a phone-sized screen.
 //
 // Run by tests/web_browser.rs against a real `sockit serve`, or by hand:
 //   SOCKIT_URL=http://127.0.0.1:8080 SOCKIT_USER=alice SOCKIT_PASSWORD=pw \
 //     node tests/browser/app.test.mjs
-// Optional: SOCKIT_CHROMIUM=/path/to/chromium (default /usr/bin/chromium),
+// Optional: SOCKIT_BROWSER=firefox to drive Firefox ESR instead of Chromium
+// (browser.mjs), SOCKIT_CHROMIUM / SOCKIT_FIREFOX for other executables,
 // SOCKIT_SCREENSHOTS=DIR to keep screenshots of each step.
 // Over HTTPS (`sockit serve --web-tls`): SOCKIT_URL=https://127.0.0.1:8080
 // and SOCKIT_CA=sockit-data/tls/cert.pem, the server's self-signed
@@ -13,14 +14,14 @@
 // HSTS and a Secure session cookie.
 // Exits 0 when every step passed, 1 with a message naming the failed step.
 
-import { chromium } from "playwright-core";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile, mkdir } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { caPem, HSTS, requireCaFor, trustArgs } from "./trust.mjs";
+import { caPem, HSTS, requireCaFor } from "./trust.mjs";
+import { browserName, launch } from "./browser.mjs";
 
 const OVERALL_TIMEOUT_MS = 60_000;
 const STEP_TIMEOUT_MS = 15_000;
@@ -37,7 +38,6 @@ const FOLDER = "new folder";
 const base = (process.env.SOCKIT_URL || "").replace(/\/+$/, "");
 const user = process.env.SOCKIT_USER || "";
 const password = process.env.SOCKIT_PASSWORD || "";
-const executablePath = process.env.SOCKIT_CHROMIUM || process.env.CHROMIUM || "/usr/bin/chromium";
 const shotsDir = process.env.SOCKIT_SCREENSHOTS || "";
 const tls = base.startsWith("https://");
 
@@ -141,20 +141,7 @@ async function removeLeftovers() {
 
 async function run(work) {
   await removeLeftovers();
-  browser = await chromium.launch({
-    executablePath,
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      ...trustArgs(),
-    ],
-  });
+  browser = await launch(base);
   const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1100, height: 800 } });
   const page = await context.newPage();
   activePage = page;
@@ -437,7 +424,7 @@ async function run(work) {
 let code = 0;
 try {
   await main();
-  console.log(`PASS: all ${stepNo} steps`);
+  console.log(`PASS (${browserName}): all ${stepNo} steps`);
 } catch (err) {
   code = 1;
   // Playwright's messages carry terminal colour codes; keep the log plain.
