@@ -689,3 +689,101 @@ async fn the_static_site_is_served_beside_the_app() {
     assert_eq!(body(r).await["error"], "not_found");
     srv.stop().await;
 }
+
+/// Opens the chat WebSocket by hand (the upgrade request, then the `101`),
+/// with a bearer token; returns the socket, upgraded.
+async fn open_chat_socket(addr: std::net::SocketAddr, token: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /api/chat HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(
+            s.read(&mut b).await.unwrap(),
+            1,
+            "the upgrade answer ended early"
+        );
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+/// Whether the web port refuses a new connection (the runtime closes it
+/// without a byte).
+async fn web_refuses(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = s
+        .write_all(b"GET /api/whoami HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("an answer or a close")
+        .unwrap_or(0);
+    n == 0
+}
+
+#[tokio::test]
+async fn a_chat_socket_holds_its_connection_slot_until_it_closes() {
+    let srv = common::start(|c| c.limits.max_connections = 2).await;
+    let s = bearer(&srv, "wsuser").await;
+    // reqwest keeps its connection: the first of the two slots.
+    let web_open = || async {
+        let v = body(
+            s.req(reqwest::Method::GET, "/api/stats")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        v["server"]["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == "web")
+            .unwrap()["open"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(web_open().await, 1);
+    let ws = open_chat_socket(srv.web, &s.token).await;
+    assert_eq!(web_open().await, 2, "the socket counts as a connection");
+    assert!(
+        web_refuses(srv.web).await,
+        "a third connection is refused while the socket is open"
+    );
+    drop(ws);
+    // The server sees the socket close, then frees its slot.
+    let mut open = web_open().await;
+    for _ in 0..1000 {
+        if open == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        open = web_open().await;
+    }
+    assert_eq!(open, 1, "the closed socket's slot is freed");
+    assert!(
+        !web_refuses(srv.web).await,
+        "a new connection is served again"
+    );
+    // Shutdown waits for an open socket as for any connection, and the
+    // relay closes it: the server stops well within its grace period.
+    let mut ws = open_chat_socket(srv.web, &s.token).await;
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(5), srv.stop()).await;
+    assert!(stopped.is_ok(), "the server waited out its grace period");
+    let mut rest = Vec::new();
+    use tokio::io::AsyncReadExt as _;
+    let closed =
+        tokio::time::timeout(std::time::Duration::from_secs(5), ws.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the socket was closed at shutdown");
+}

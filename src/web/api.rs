@@ -74,7 +74,7 @@ impl Api {
             .route("/api/mkdir", post(mkdir))
             .route("/api/mv", post(mv))
             .route("/api/stats", get(stats))
-            .route("/api/chat", get(chat_socket))
+            .route(CHAT_PATH, get(chat_socket))
             .fallback(|| async {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
             })
@@ -467,9 +467,13 @@ struct ChatQuery {
     since: Option<i64>,
 }
 
+/// Where the chat's WebSocket is.
+pub const CHAT_PATH: &str = "/api/chat";
+
 /// `GET /api/chat`: the chat over WebSocket (see docs/http-api.md).
 async fn chat_socket(
     State(st): State<ApiState>,
+    lease: Option<axum::Extension<super::ConnLease>>,
     query: Result<axum::extract::Query<ChatQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     upgrade: Result<
@@ -498,7 +502,11 @@ async fn chat_socket(
     Ok(upgrade
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| crate::chat::ws::serve(socket, relay, accounts, user, q.since)))
+        .on_upgrade(move |socket| async move {
+            // The socket counts as its connection until it closes.
+            let _lease = lease;
+            crate::chat::ws::serve(socket, relay, accounts, user, q.since).await
+        }))
 }
 
 async fn stats(State(st): State<ApiState>, req: Request) -> ApiResult {

@@ -322,8 +322,14 @@ impl HttpHandler {
         let web = self.web.clone();
         let peer = ctx.peer;
         let secure = self.tls.is_some();
-        let service = hyper::service::service_fn(move |req| {
+        let (lease, mut released) = tokio::sync::mpsc::channel::<()>(1);
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let web = web.clone();
+            if req.uri().path() == api::CHAT_PATH {
+                req.extensions_mut().insert(ConnLease {
+                    _held: lease.clone(),
+                });
+            }
             async move {
                 let mut response = web.handle(req, peer).await;
                 if secure {
@@ -352,21 +358,37 @@ impl HttpHandler {
             Speaks::Http1 => builder.http1_only(),
             Speaks::Http2 => builder.http2_only(),
         };
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        tokio::pin!(conn);
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    debug!(peer = %ctx.peer, "http connection ended: {e}");
+        {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        debug!(peer = %ctx.peer, "http connection ended: {e}");
+                    }
                 }
+                _ = ctx.shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+                _ = idle(&activity, ctx.idle_timeout) => debug!(peer = %ctx.peer, "idle timeout"),
             }
-            _ = ctx.shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
-            }
-            _ = idle(&activity, ctx.idle_timeout) => debug!(peer = %ctx.peer, "idle timeout"),
+            // The connection (and its service's sender) is dropped here.
         }
+        // A WebSocket taken over from this connection holds a lease; the
+        // connection's slot lasts until it ends. Without one, at once.
+        let _ = released.recv().await;
     }
+}
+
+/// Held by what goes on after its HTTP connection on the same socket (a
+/// chat WebSocket): the connection's slot in the server's limit, its place
+/// in the shutdown tracker and its count in `sockit stats` last until every
+/// lease of the connection is dropped. Given to `/api/chat` requests as a
+/// request extension.
+#[derive(Clone, Debug)]
+pub struct ConnLease {
+    _held: tokio::sync::mpsc::Sender<()>,
 }
 
 /// Wraps the connection's socket to count its traffic; `None` (logged) if
