@@ -32,6 +32,31 @@ const BACKLOG: u32 = 4096;
 /// Longest pause of the accept loop when out of file descriptors.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Idle checks per idle timeout.
+const IDLE_CHECKS: u32 = 4;
+
+/// Returns when `activity` has not moved for a whole `timeout`. Without a
+/// clock read per I/O: a connection whose count has not moved for
+/// IDLE_CHECKS consecutive quarters of the timeout is idle, so it goes
+/// between 1 and 1.25 timeouts after its last byte.
+pub async fn idle(activity: &AtomicU64, timeout: Duration) {
+    let period = (timeout / IDLE_CHECKS).max(Duration::from_millis(1));
+    let mut seen = activity.load(Ordering::Relaxed);
+    let mut quiet = 0;
+    loop {
+        tokio::time::sleep(period).await;
+        let now = activity.load(Ordering::Relaxed);
+        if now == seen {
+            quiet += 1;
+            if quiet >= IDLE_CHECKS {
+                return;
+            }
+        } else {
+            (seen, quiet) = (now, 0);
+        }
+    }
+}
+
 /// Per-listener limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -371,7 +371,7 @@ impl HttpHandler {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
-                _ = idle(&activity, ctx.idle_timeout) => debug!(peer = %ctx.peer, "idle timeout"),
+                _ = crate::server::idle(&activity, ctx.idle_timeout) => debug!(peer = %ctx.peer, "idle timeout"),
             }
             // The connection (and its service's sender) is dropped here.
         }
@@ -414,28 +414,6 @@ async fn first_byte(stream: &TcpStream) -> std::io::Result<Option<u8>> {
     })
 }
 
-/// Returns when `activity` has not moved for a whole `timeout`. Without a
-/// clock read per I/O: a connection whose count has not moved for
-/// IDLE_CHECKS consecutive quarters of the timeout is idle, so it goes
-/// between 1 and 1.25 timeouts after its last byte.
-async fn idle(activity: &AtomicU64, timeout: Duration) {
-    let period = (timeout / IDLE_CHECKS).max(Duration::from_millis(1));
-    let mut seen = activity.load(Ordering::Relaxed);
-    let mut quiet = 0;
-    loop {
-        tokio::time::sleep(period).await;
-        let now = activity.load(Ordering::Relaxed);
-        if now == seen {
-            quiet += 1;
-            if quiet >= IDLE_CHECKS {
-                return;
-            }
-        } else {
-            (seen, quiet) = (now, 0);
-        }
-    }
-}
-
 /// Answers a plain HTTP request on the HTTPS port with a `308` to the same
 /// URL over HTTPS, then closes. hyper parses the request, under the same
 /// header timeout and size cap as any other.
@@ -465,7 +443,7 @@ async fn redirect_to_https(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
-        _ = idle(&activity, ctx.idle_timeout) => debug!(peer = %ctx.peer, "idle timeout"),
+        _ = crate::server::idle(&activity, ctx.idle_timeout) => debug!(peer = %ctx.peer, "idle timeout"),
     }
 }
 
@@ -523,9 +501,6 @@ fn https_location<B>(req: &Request<B>) -> Option<String> {
         .unwrap_or("/");
     Some(format!("https://{authority}{target}"))
 }
-
-/// Idle checks per idle timeout.
-const IDLE_CHECKS: u32 = 4;
 
 /// The connection's socket, driven through [`AsyncFd`] so that a short read
 /// clears the read readiness at once (tokio's `TcpStream` clears it only
