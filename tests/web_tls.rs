@@ -286,11 +286,13 @@ async fn silent_clients_and_stalled_handshakes_are_dropped_after_the_header_time
     srv.stop().await;
 }
 
-/// A `sockit web --tls` process with what it logged before listening.
+/// A `sockit web --tls` process with what it logged before listening, and
+/// its later log lines as they come.
 struct WebProcess {
     child: Child,
     addr: String,
     fingerprint: String,
+    log: std::sync::mpsc::Receiver<String>,
 }
 
 impl WebProcess {
@@ -322,13 +324,32 @@ impl WebProcess {
                 break line.split("addr=").nth(1).unwrap().trim().to_string();
             }
         };
-        // Keep reading: a process whose log cannot be written does not
-        // stop on SIGTERM (tracing-subscriber panics the signal task).
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        // Keep reading (a process whose log cannot be written does not stop
+        // on SIGTERM), and pass the lines on for `log_line`.
+        let (tx, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
         WebProcess {
             child,
             addr,
             fingerprint: fingerprint.expect("the fingerprint is logged at start"),
+            log,
+        }
+    }
+
+    /// The next log line that contains `needle` (within 10 s).
+    fn log_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {needle:?}: {e}"),
+            }
         }
     }
 
@@ -437,5 +458,19 @@ async fn the_cli_serves_https_with_a_given_certificate() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
     assert_eq!(r.text().await.unwrap(), "A");
+    let line = web.log_line("path=/a.txt");
+    assert!(line.contains("status=200"), "{line}");
+    // A plain request on the HTTPS port gets its 308 and its access line.
+    let text = raw(
+        web.addr.parse().unwrap(),
+        format!("GET /a.txt?x=1 HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 308"), "{text}");
+    let line = web.log_line("path=/a.txt?x=1");
+    assert!(
+        line.contains("status=308") && line.contains("method=GET"),
+        "{line}"
+    );
     web.stop().await;
 }

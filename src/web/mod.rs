@@ -28,7 +28,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -142,17 +142,7 @@ impl Web {
                 req.headers_mut().insert(header::HOST, host);
             }
         }
-        // The access line's parts, only when the access log is on (it is
-        // off in benchmarks, and this is the hot path).
-        let logging = tracing::enabled!(target: "sockit::access", tracing::Level::INFO);
-        let log_parts = logging.then(|| {
-            (
-                Instant::now(),
-                req.method().clone(),
-                req.uri().path_and_query().map(|p| p.as_str().to_owned()),
-                req.version(),
-            )
-        });
+        let access = body::Access::of(&req);
         let path = req.uri().path();
         let is_app = path == "/app" || path.starts_with("/app/");
         let is_api = path == "/api" || path.starts_with("/api/");
@@ -196,18 +186,8 @@ impl Web {
             HeaderValue::from_static("no-referrer"),
         );
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        match log_parts {
-            Some((started, method, target, version)) => {
-                let line = body::AccessLine {
-                    peer,
-                    method,
-                    target: target.unwrap_or_else(|| "/".into()),
-                    version,
-                    status: response.status(),
-                    started,
-                };
-                response.map(|b| Body::new(body::Logged::new(b, line)))
-            }
+        match access {
+            Some(a) => a.log(peer, response),
             None => response,
         }
     }
@@ -423,8 +403,14 @@ async fn redirect_to_https(
     settings: &Settings,
     ctx: &ConnCtx,
 ) {
-    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
-        Ok::<_, Infallible>(https_redirect(&req))
+    let peer = ctx.peer;
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+        let access = body::Access::of(&req);
+        let response = https_redirect(&req);
+        Ok::<_, Infallible>(match access {
+            Some(a) => a.log(peer, response),
+            None => response,
+        })
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
