@@ -21,7 +21,7 @@ import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { caPem, HSTS, requireCaFor } from "./trust.mjs";
-import { browserName, launch } from "./browser.mjs";
+import { assert, browserName, cssString, Run } from "./browser.mjs";
 
 const OVERALL_TIMEOUT_MS = 60_000;
 const STEP_TIMEOUT_MS = 15_000;
@@ -47,33 +47,7 @@ if (!base || !user || !password) {
 }
 requireCaFor(base);
 
-let browser = null;
-/** The page, kept so a failure can report what it showed. */
-let activePage = null;
-let currentStep = "setup";
-/** Problems seen by event handlers (dialogs, console, page errors, headers). */
-const problems = [];
-
-async function closeBrowser() {
-  if (!browser) return;
-  const b = browser;
-  browser = null;
-  await Promise.race([b.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
-}
-
-const overall = setTimeout(async () => {
-  console.error(`FAIL: overall timeout of ${OVERALL_TIMEOUT_MS / 1000} s reached during step: ${currentStep}`);
-  await closeBrowser();
-  process.exit(1);
-}, OVERALL_TIMEOUT_MS);
-
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
-
-function checkProblems() {
-  if (problems.length) throw new Error(problems.join("\n  "));
-}
+const run = new Run(OVERALL_TIMEOUT_MS);
 
 const sha256 = (buf) => createHash("sha256").update(buf).digest("hex");
 
@@ -96,22 +70,11 @@ function call(method, path, { headers = {}, body } = {}) {
     req.end(body);
   });
 }
-/** A CSS attribute-selector string for any name. */
-const cssString = (s) => '"' + s.replace(/["\\]/g, "\\$&").replace(/\n/g, "\\a ") + '"';
-
-let stepNo = 0;
-async function step(title, fn) {
-  stepNo += 1;
-  currentStep = `${stepNo}. ${title}`;
-  await fn();
-  checkProblems();
-  console.log(`ok ${stepNo} - ${title}`);
-}
 
 async function main() {
   const work = await mkdtemp(join(tmpdir(), "sockit-browser-"));
   try {
-    await run(work);
+    await drive(work);
   } finally {
     await rm(work, { recursive: true, force: true }).catch(() => {});
   }
@@ -139,12 +102,12 @@ async function removeLeftovers() {
   await call("POST", "/api/logout", { headers: auth });
 }
 
-async function run(work) {
+async function drive(work) {
   await removeLeftovers();
-  browser = await launch(base);
-  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1100, height: 800 } });
+  await run.launch(base);
+  const context = await run.browser.newContext({ acceptDownloads: true, viewport: { width: 1100, height: 800 } });
   const page = await context.newPage();
-  activePage = page;
+  run.page = page;
   page.setDefaultTimeout(STEP_TIMEOUT_MS);
 
   // Dialogs: each one must have been announced by expectDialog(); anything else
@@ -154,13 +117,13 @@ async function run(work) {
   page.on("dialog", async (dialog) => {
     const want = expectedDialogs.shift();
     if (!want || want.type !== dialog.type()) {
-      problems.push(`unexpected ${dialog.type()} dialog: ${JSON.stringify(dialog.message())}`);
+      run.problems.push(`unexpected ${dialog.type()} dialog: ${JSON.stringify(dialog.message())}`);
       await dialog.dismiss().catch(() => {});
       return;
     }
     if (want.check) {
       const bad = want.check(dialog);
-      if (bad) problems.push(bad);
+      if (bad) run.problems.push(bad);
     }
     if (want.answer === false) await dialog.dismiss().catch(() => {});
     else await dialog.accept(typeof want.answer === "string" ? want.answer : undefined).catch(() => {});
@@ -178,9 +141,9 @@ async function run(work) {
       allowedNetErrors -= 1;
       return;
     }
-    problems.push(`console error: ${text} (${msg.location().url || "?"})`);
+    run.problems.push(`console error: ${text} (${msg.location().url || "?"})`);
   });
-  page.on("pageerror", (err) => problems.push(`uncaught page error: ${err.message}`));
+  page.on("pageerror", (err) => run.problems.push(`uncaught page error: ${err.message}`));
 
   // Every API request the app makes, to check headers and the resume sequence.
   const apiRequests = [];
@@ -191,14 +154,14 @@ async function run(work) {
     apiRequests.push({ method: req.method(), path: url.pathname, search: url.search, headers });
     const method = req.method();
     if (method !== "GET" && method !== "HEAD" && !/^\/api\/(login|register)$/.test(url.pathname)) {
-      if (!headers["x-sockit-csrf"]) problems.push(`${method} ${url.pathname} was sent without X-Sockit-CSRF`);
+      if (!headers["x-sockit-csrf"]) run.problems.push(`${method} ${url.pathname} was sent without X-Sockit-CSRF`);
     }
   });
 
   const shot = async (name) => {
     if (!shotsDir) return;
     await mkdir(shotsDir, { recursive: true });
-    await page.screenshot({ path: join(shotsDir, `${String(stepNo).padStart(2, "0")}-${name}.png`), fullPage: true });
+    await page.screenshot({ path: join(shotsDir, `${String(run.stepNo).padStart(2, "0")}-${name}.png`), fullPage: true });
   };
 
   const row = (name) => page.locator(`#file-table tbody tr[data-name=${cssString(name)}]`);
@@ -222,7 +185,7 @@ async function run(work) {
   };
 
   // ------------------------------------------------------------------ 1
-  await step("open /app/, see the login form, log in, see the file table", async () => {
+  await run.step("open /app/, see the login form, log in, see the file table", async () => {
     const res = await page.goto(base + "/app/");
     assert(res && res.status() === 200, `GET /app/ answered ${res && res.status()}`);
     const csp = res.headers()["content-security-policy"] || "";
@@ -254,7 +217,7 @@ async function run(work) {
   const evilPath = join(work, EVIL_NAME);
   await writeFile(evilPath, "hello from a hostile name\n");
 
-  await step("upload two files (one cut off mid-way and resumed), see them listed, names as text", async () => {
+  await run.step("upload two files (one cut off mid-way and resumed), see them listed, names as text", async () => {
     // Cut the connection of the big file's second chunk: the app must ask the
     // server where to continue and send the rest from there.
     let bigPuts = 0;
@@ -289,7 +252,7 @@ async function run(work) {
       const failed = states.find((s) => s.state === "error");
       assert(!failed, `upload of ${JSON.stringify(failed && failed.name)} failed: ${failed && failed.text}`);
       if (states.every((s) => s.state === "done")) break;
-      checkProblems();
+      run.checkProblems();
       assert(Date.now() < until, `uploads did not finish in 30 s: ${JSON.stringify(states)}`);
       await page.waitForTimeout(100);
     }
@@ -324,7 +287,7 @@ async function run(work) {
   });
 
   // ------------------------------------------------------------------ 3
-  await step("download the big file and compare its bytes", async () => {
+  await run.step("download the big file and compare its bytes", async () => {
     const link = row(BIG_NAME).locator("a.download");
     assert((await link.getAttribute("download")) !== null, "the download link has no download attribute");
     const [download] = await Promise.all([page.waitForEvent("download"), link.click()]);
@@ -339,7 +302,7 @@ async function run(work) {
   });
 
   // ------------------------------------------------------------------ 4
-  await step("rename the small file; make a folder, enter it, come back by the breadcrumb", async () => {
+  await run.step("rename the small file; make a folder, enter it, come back by the breadcrumb", async () => {
     expectDialog("prompt", RENAMED, (d) =>
       d.defaultValue() === EVIL_NAME ? null : `the rename prompt's default is ${JSON.stringify(d.defaultValue())}, expected the current path`
     );
@@ -381,7 +344,7 @@ async function run(work) {
   });
 
   // ------------------------------------------------------------------ 5
-  await step("delete the big file", async () => {
+  await run.step("delete the big file", async () => {
     expectDialog("confirm", true);
     await row(BIG_NAME).locator("button.delete").click();
     await row(BIG_NAME).waitFor({ state: "detached" });
@@ -390,7 +353,7 @@ async function run(work) {
   });
 
   // ------------------------------------------------------------------ 6
-  await step("log out, reload, still logged out", async () => {
+  await run.step("log out, reload, still logged out", async () => {
     await page.click("#logout");
     await page.locator("#login-form").waitFor({ state: "visible" });
     await page.locator("#file-table").waitFor({ state: "hidden" });
@@ -402,7 +365,7 @@ async function run(work) {
   });
 
   // ------------------------------------------------------------------ 7
-  await step("phone-sized screen (375x740): no sideways scrolling, logged out and in", async () => {
+  await run.step("phone-sized screen (375x740): no sideways scrolling, logged out and in", async () => {
     await page.setViewportSize({ width: 375, height: 740 });
     await page.locator("#login-form").waitFor({ state: "visible" });
     await noHorizontalScroll("login form at 375 px");
@@ -418,30 +381,30 @@ async function run(work) {
   });
 
   assert(expectedDialogs.length === 0, `expected dialogs never came: ${JSON.stringify(expectedDialogs.map((d) => d.type))}`);
-  checkProblems();
+  run.checkProblems();
 }
 
 let code = 0;
 try {
   await main();
-  console.log(`PASS (${browserName}): all ${stepNo} steps`);
+  console.log(`PASS (${browserName}): all ${run.stepNo} steps`);
 } catch (err) {
   code = 1;
   // Playwright's messages carry terminal colour codes; keep the log plain.
   const message = String(err && err.message ? err.message : err).replace(/\x1b\[[0-9;]*m/g, "");
-  console.error(`FAIL at step ${currentStep}: ${message}`);
-  const more = problems.filter((p) => !message.includes(p));
+  console.error(`FAIL at step ${run.current}: ${message}`);
+  const more = run.problems.filter((p) => !message.includes(p));
   if (more.length) console.error("  also seen:\n  " + more.join("\n  "));
-  if (activePage) {
-    const status = await activePage.locator("#status").textContent({ timeout: 1000 }).catch(() => null);
+  if (run.page) {
+    const status = await run.page.locator("#status").textContent({ timeout: 1000 }).catch(() => null);
     if (status) console.error(`  the page's #status says: ${status}`);
     if (shotsDir) {
       await mkdir(shotsDir, { recursive: true }).catch(() => {});
-      await activePage.screenshot({ path: join(shotsDir, "failure.png"), fullPage: true }).catch(() => {});
+      await run.page.screenshot({ path: join(shotsDir, "failure.png"), fullPage: true }).catch(() => {});
     }
   }
 } finally {
-  await closeBrowser();
-  clearTimeout(overall);
+  await run.close();
+  run.done();
 }
 process.exit(code);

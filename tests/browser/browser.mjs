@@ -71,3 +71,65 @@ export async function launch(base) {
     ],
   });
 }
+
+/**
+ * One test run: the browser, the page a failure reports on, the numbered
+ * steps, the problems the page's event handlers saw, and an overall
+ * deadline that closes the browser and exits 1.
+ */
+export class Run {
+  constructor(overallMs) {
+    this.browser = null;
+    /** The page, kept so a failure can report what it showed. */
+    this.page = null;
+    this.current = "setup";
+    this.stepNo = 0;
+    /** Problems seen by event handlers (dialogs, console, page errors, headers). */
+    this.problems = [];
+    this.overall = setTimeout(async () => {
+      console.error(`FAIL: overall timeout of ${overallMs / 1000} s reached during step: ${this.current}`);
+      await this.close();
+      process.exit(1);
+    }, overallMs);
+  }
+
+  /** Launches the browser (see `launch`). */
+  async launch(base) {
+    this.browser = await launch(base);
+    return this.browser;
+  }
+
+  /** Closes the browser, waiting at most 5 s. */
+  async close() {
+    if (!this.browser) return;
+    const b = this.browser;
+    this.browser = null;
+    await Promise.race([b.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
+  }
+
+  /** Fails with every problem the handlers saw, if any. */
+  checkProblems() {
+    if (this.problems.length) throw new Error(this.problems.join("\n  "));
+  }
+
+  /** Runs one numbered step, then checks for problems and reports it. */
+  async step(title, fn) {
+    this.stepNo += 1;
+    this.current = `${this.stepNo}. ${title}`;
+    await fn();
+    this.checkProblems();
+    console.log(`ok ${this.stepNo} - ${title}`);
+  }
+
+  /** The run is over: the overall deadline no longer applies. */
+  done() {
+    clearTimeout(this.overall);
+  }
+}
+
+export function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+/** A CSS attribute-selector string for any name. */
+export const cssString = (s) => '"' + s.replace(/["\\]/g, "\\$&").replace(/\n/g, "\\a ") + '"';

@@ -28,7 +28,7 @@ import { connect as tcpConnect } from "node:net";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { requireCaFor } from "./trust.mjs";
-import { browserName, launch } from "./browser.mjs";
+import { assert, browserName, cssString, Run } from "./browser.mjs";
 
 const OVERALL_TIMEOUT_MS = 90_000;
 const STEP_TIMEOUT_MS = 15_000;
@@ -58,45 +58,8 @@ if (!base || !framedAddr || !user || !password || !peer || !peerPassword) {
 }
 requireCaFor(base);
 
-let browser = null;
-let activePage = null;
 let bob = null;
-let currentStep = "setup";
-/** Problems seen by event handlers (dialogs, console, page errors). */
-const problems = [];
-
-async function closeBrowser() {
-  if (!browser) return;
-  const b = browser;
-  browser = null;
-  await Promise.race([b.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
-}
-
-const overall = setTimeout(async () => {
-  console.error(`FAIL: overall timeout of ${OVERALL_TIMEOUT_MS / 1000} s reached during step: ${currentStep}`);
-  await closeBrowser();
-  process.exit(1);
-}, OVERALL_TIMEOUT_MS);
-
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
-
-function checkProblems() {
-  if (problems.length) throw new Error(problems.join("\n  "));
-}
-
-/** A CSS attribute-selector string for any name. */
-const cssString = (s) => '"' + s.replace(/["\\]/g, "\\$&").replace(/\n/g, "\\a ") + '"';
-
-let stepNo = 0;
-async function step(title, fn) {
-  stepNo += 1;
-  currentStep = `${stepNo}. ${title}`;
-  await fn();
-  checkProblems();
-  console.log(`ok ${stepNo} - ${title}`);
-}
+const run = new Run(OVERALL_TIMEOUT_MS);
 
 // ------------------------------------------------------------ framed client
 
@@ -243,14 +206,14 @@ async function bobSends(target, text) {
 // ------------------------------------------------------------------- browser
 
 async function main() {
-  browser = await launch(base);
-  const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+  await run.launch(base);
+  const context = await run.browser.newContext({ viewport: { width: 1100, height: 800 } });
   const page = await context.newPage();
-  activePage = page;
+  run.page = page;
   page.setDefaultTimeout(STEP_TIMEOUT_MS);
 
   page.on("dialog", async (dialog) => {
-    problems.push(`unexpected ${dialog.type()} dialog: ${JSON.stringify(dialog.message())}`);
+    run.problems.push(`unexpected ${dialog.type()} dialog: ${JSON.stringify(dialog.message())}`);
     await dialog.dismiss().catch(() => {});
   });
   // Console errors catch CSP violations, script errors and failed sockets.
@@ -259,9 +222,9 @@ async function main() {
     if (msg.type() !== "error") return;
     const text = msg.text();
     if (/Failed to load resource: the server responded with a status of 401/.test(text)) return;
-    problems.push(`console error: ${text} (${msg.location().url || "?"})`);
+    run.problems.push(`console error: ${text} (${msg.location().url || "?"})`);
   });
-  page.on("pageerror", (err) => problems.push(`uncaught page error: ${err.message}`));
+  page.on("pageerror", (err) => run.problems.push(`uncaught page error: ${err.message}`));
 
   // Every chat socket goes through here, on to the real server, so the test
   // can drop one and hold the next back (see the reconnection step).
@@ -287,7 +250,7 @@ async function main() {
   const shot = async (name) => {
     if (!shotsDir) return;
     await mkdir(shotsDir, { recursive: true });
-    await page.screenshot({ path: join(shotsDir, `chat-${String(stepNo).padStart(2, "0")}-${name}.png`), fullPage: true });
+    await page.screenshot({ path: join(shotsDir, `chat-${String(run.stepNo).padStart(2, "0")}-${name}.png`), fullPage: true });
   };
   const noHorizontalScroll = async (where) => {
     const m = await page.evaluate(() => ({ scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth }));
@@ -310,7 +273,7 @@ async function main() {
 
   // ------------------------------------------------------------------ 1
   let hello;
-  await step("bob connects to the framed port, logs in, subscribes", async () => {
+  await run.step("bob connects to the framed port, logs in, subscribes", async () => {
     bob = await Framed.open(framedAddr);
     hello = await bob.request({ type: "hello", version: 1 });
     const services = hello.header.services || [];
@@ -322,7 +285,7 @@ async function main() {
   });
 
   // ------------------------------------------------------------------ 2
-  await step("alice logs in, opens Chat: the socket connects", async () => {
+  await run.step("alice logs in, opens Chat: the socket connects", async () => {
     const res = await page.goto(base + "/app/");
     assert(res && res.status() === 200, `GET /app/ answered ${res && res.status()}`);
     await page.locator("#login-form").waitFor({ state: "visible" });
@@ -342,7 +305,7 @@ async function main() {
   });
 
   // ------------------------------------------------------------------ 3
-  await step("bob joins the room; alice joins it by name: both are members, bob sees her join", async () => {
+  await run.step("bob joins the room; alice joins it by name: both are members, bob sees her join", async () => {
     const joined = await bob.request({ type: "join", room: ROOM });
     assert(joined.header.type === "joined", `join answered ${JSON.stringify(joined.header)}`);
     await page.fill("#join-room", ROOM);
@@ -363,7 +326,7 @@ async function main() {
 
   // ------------------------------------------------------------------ 4
   let firstSeq = 0;
-  await step("bob writes in the room, alice sees it; alice answers with Enter, bob gets a message frame", async () => {
+  await run.step("bob writes in the room, alice sees it; alice answers with Enter, bob gets a message frame", async () => {
     const sent = await bobSends({ room: ROOM }, "hello from the terminal");
     firstSeq = sent.seq;
     await msg(peer, "hello from the terminal").waitFor();
@@ -387,7 +350,7 @@ async function main() {
   });
 
   // ------------------------------------------------------------------ 5
-  await step("a direct message from bob with markup: unread under his name, shown as text", async () => {
+  await run.step("a direct message from bob with markup: unread under his name, shown as text", async () => {
     const sent = await bobSends({ to: user }, EVIL);
     const dmLink = page.locator(`#chat-dms a[data-user=${cssString(peer)}]`);
     await dmLink.locator(".badge", { hasText: "1" }).waitFor();
@@ -416,7 +379,7 @@ async function main() {
   });
 
   // ------------------------------------------------------------------ 6
-  await step("a refused send shows an error line and keeps the text (too large, and too large for the socket)", async () => {
+  await run.step("a refused send shows an error line and keeps the text (too large, and too large for the socket)", async () => {
     for (const size of [TOO_LARGE, WAY_TOO_LARGE]) {
       const opened = routes.length;
       const big = "x".repeat(size);
@@ -435,7 +398,7 @@ async function main() {
   });
 
   // ------------------------------------------------------------------ 7
-  await step(`older messages: after ${FILLER} more, a reload shows the latest; scrolling up brings the first back`, async () => {
+  await run.step(`older messages: after ${FILLER} more, a reload shows the latest; scrolling up brings the first back`, async () => {
     let last = null;
     for (let i = 1; i <= FILLER; i++) last = await bobSends({ room: ROOM }, `filler ${i}`);
     await page.goto(base + "/app/#chat/" + ROOM);
@@ -460,7 +423,7 @@ async function main() {
   });
 
   // ------------------------------------------------------------------ 8
-  await step("the socket drops: Reconnecting…, then back with ?since=, with what bob said meanwhile", async () => {
+  await run.step("the socket drops: Reconnecting…, then back with ?since=, with what bob said meanwhile", async () => {
     const live = routes[routes.length - 1];
     assert(live.server, "the live socket has no server side");
     const before = routes.length;
@@ -492,7 +455,7 @@ async function main() {
   });
 
   // ------------------------------------------------------------------ 9
-  await step("bob leaves the room and disconnects: alice sees him leave and go offline", async () => {
+  await run.step("bob leaves the room and disconnects: alice sees him leave and go offline", async () => {
     await page.click("#conv-members summary");
     await page.locator(`#conv-members-list li[data-user=${cssString(peer)}]`).waitFor();
     await bob.request({ type: "leave", room: ROOM });
@@ -504,7 +467,7 @@ async function main() {
   });
 
   // ------------------------------------------------------------------ 10
-  await step("leave and join again with the buttons; start conversations by name", async () => {
+  await run.step("leave and join again with the buttons; start conversations by name", async () => {
     await page.click("#conv-leave");
     await waitHash("#chat");
     await page.locator(`#chat-rooms a[data-room=${cssString(ROOM)}]`).waitFor({ state: "detached" });
@@ -534,7 +497,7 @@ async function main() {
   });
 
   // ------------------------------------------------------------------ 11
-  await step("phone-sized screen in dark mode: list or conversation, no sideways scrolling", async () => {
+  await run.step("phone-sized screen in dark mode: list or conversation, no sideways scrolling", async () => {
     await page.emulateMedia({ colorScheme: "dark" });
     await page.setViewportSize({ width: 375, height: 740 });
     await page.locator("#chat-messages").waitFor({ state: "visible" });
@@ -559,7 +522,7 @@ async function main() {
   });
 
   // ------------------------------------------------------------------ 12
-  await step("log out: the socket closes, the chat is gone", async () => {
+  await run.step("log out: the socket closes, the chat is gone", async () => {
     const last = routes[routes.length - 1];
     assert(last && !last.closedByPage, "no open chat socket before logging out");
     await page.click("#logout");
@@ -568,32 +531,32 @@ async function main() {
     assert(await page.locator("#chat-view").isHidden(), "the chat is shown after logging out");
   });
 
-  checkProblems();
+  run.checkProblems();
 }
 
 let code = 0;
 try {
   await main();
-  console.log(`PASS (${browserName}): all ${stepNo} steps`);
+  console.log(`PASS (${browserName}): all ${run.stepNo} steps`);
 } catch (err) {
   code = 1;
   const message = String(err && err.message ? err.message : err).replace(/\x1b\[[0-9;]*m/g, "");
-  console.error(`FAIL at step ${currentStep}: ${message}`);
-  const more = problems.filter((p) => !message.includes(p));
+  console.error(`FAIL at step ${run.current}: ${message}`);
+  const more = run.problems.filter((p) => !message.includes(p));
   if (more.length) console.error("  also seen:\n  " + more.join("\n  "));
-  if (activePage) {
+  if (run.page) {
     for (const sel of ["#status", "#chat-notice", "#send-error", "#chat-conn-text"]) {
-      const t = await activePage.locator(sel).textContent({ timeout: 1000 }).catch(() => null);
+      const t = await run.page.locator(sel).textContent({ timeout: 1000 }).catch(() => null);
       if (t) console.error(`  the page's ${sel} says: ${t}`);
     }
     if (shotsDir) {
       await mkdir(shotsDir, { recursive: true }).catch(() => {});
-      await activePage.screenshot({ path: join(shotsDir, "chat-failure.png"), fullPage: true }).catch(() => {});
+      await run.page.screenshot({ path: join(shotsDir, "chat-failure.png"), fullPage: true }).catch(() => {});
     }
   }
 } finally {
   if (bob) bob.socket.destroy();
-  await closeBrowser();
-  clearTimeout(overall);
+  await run.close();
+  run.done();
 }
 process.exit(code);
