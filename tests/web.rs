@@ -1,6 +1,8 @@
 //! `sockit web`: the static site server, on port 0, checked with a real HTTP
 //! client (reqwest) and with raw bytes where a client would tidy the request.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -77,18 +79,6 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Sends `request` as raw bytes and returns the whole response as text.
-async fn raw(addr: SocketAddr, request: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("the server answers and closes")
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn status_of(response: &str) -> u16 {
     response
         .split(' ')
@@ -117,7 +107,7 @@ async fn traversal_attempts_never_leave_the_folder() {
         "/./../secret.txt",
     ] {
         let req = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        let resp = raw(s.addr, req.as_bytes()).await;
+        let resp = common::raw(s.addr, req.as_bytes()).await;
         let code = status_of(&resp);
         assert!(
             code == 400 || code == 404,
@@ -126,7 +116,7 @@ async fn traversal_attempts_never_leave_the_folder() {
         assert!(!resp.contains("TOP-SECRET"), "{target} leaked the secret");
     }
     // The same file through a legitimate path is served.
-    let ok = raw(
+    let ok = common::raw(
         s.addr,
         b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
@@ -255,7 +245,7 @@ async fn get_head_types_validators_and_not_modified() {
     assert_eq!(r.status(), 412);
 
     // HEAD: the same headers, no body.
-    let head = raw(
+    let head = common::raw(
         s.addr,
         b"HEAD /page.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )

@@ -8,7 +8,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,18 +37,6 @@ async fn start_https() -> (common::TestServer, Client) {
     let srv = common::start(|c| c.web.tls = true).await;
     let client = trusting(&cert_pem(srv.data.path())).build().unwrap();
     (srv, client)
-}
-
-/// Sends `request` on a plain TCP connection and reads until the server closes.
-async fn raw(addr: SocketAddr, request: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("the server closes the connection")
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test]
@@ -92,7 +79,7 @@ async fn https_speaks_http2_by_alpn_and_http1_to_who_asks_with_hsts() {
 #[tokio::test]
 async fn plain_http_sends_no_hsts() {
     let srv = common::start(|_| {}).await;
-    let text = raw(
+    let text = common::raw(
         srv.web,
         b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
@@ -171,7 +158,7 @@ async fn the_session_cookie_is_secure_over_https() {
 async fn plain_http_on_the_https_port_gets_a_308_to_the_https_url() {
     let (srv, c) = start_https().await;
     let port = srv.web.port();
-    let text = raw(
+    let text = common::raw(
         srv.web,
         format!("GET /app/?x=1&y=%20z HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes(),
     )
@@ -196,7 +183,7 @@ async fn plain_http_on_the_https_port_gets_a_308_to_the_https_url() {
     // even though HTTP/1.1 keeps connections open by default.
 
     // A POST is redirected the same way (308 keeps the method).
-    let text = raw(
+    let text = common::raw(
         srv.web,
         format!(
             "POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 2\r\n\r\n{{}}"
@@ -213,12 +200,12 @@ async fn plain_http_on_the_https_port_gets_a_308_to_the_https_url() {
     );
 
     // No host to send the client to: 400 with a word of explanation.
-    let text = raw(srv.web, b"GET / HTTP/1.0\r\n\r\n").await;
+    let text = common::raw(srv.web, b"GET / HTTP/1.0\r\n\r\n").await;
     assert!(text.starts_with("HTTP/1.0 400"), "{text}");
     assert!(text.contains("This port speaks HTTPS"), "{text}");
 
     // Not HTTP at all: hyper refuses it, nobody hand-parses it.
-    let text = raw(srv.web, b"\x00\x01garbage\r\n\r\n").await;
+    let text = common::raw(srv.web, b"\x00\x01garbage\r\n\r\n").await;
     assert!(!text.contains("location:"), "{text}");
 
     // What a real client sees, and following the redirect lands on HTTPS.
@@ -461,7 +448,7 @@ async fn the_cli_serves_https_with_a_given_certificate() {
     let line = web.log_line("path=/a.txt");
     assert!(line.contains("status=200"), "{line}");
     // A plain request on the HTTPS port gets its 308 and its access line.
-    let text = raw(
+    let text = common::raw(
         web.addr.parse().unwrap(),
         format!("GET /a.txt?x=1 HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes(),
     )

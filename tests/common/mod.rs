@@ -75,3 +75,17 @@ pub async fn framed_client(addr: SocketAddr) -> Connection<Stream> {
     assert_eq!(reply.kind(), "hello", "{reply:?}");
     conn
 }
+
+/// Sends `request` as raw bytes on a new plain TCP connection and returns,
+/// as text, everything the server sends until it closes (within 10 s).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("send the request");
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the server answers and closes")
+        .expect("read the answer");
+    String::from_utf8_lossy(&out).into_owned()
+}
