@@ -773,20 +773,7 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        // When more connections are ready than a worker's local queue holds
-        // (256), tokio moves the oldest half to the global queue, which a
-        // worker checks only every `global_queue_interval` tasks; tuned by
-        // itself, that interval grows as tasks get short (up to 127), and
-        // those connections wait. Checking every second task keeps the
-        // order close to first come, first served: echo at 500 busy
-        // connections on one core, p99 30-36 ms -> 6.3-6.7 ms; on two
-        // cores, p99 10.3 -> 9.3 ms and max 25 -> 20 ms, at the same rate
-        // (bench/README.md, TCP echo).
-        .global_queue_interval(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    server::runtime().context("cannot start the async runtime")
 }
 
 /// Cancels the returned token on SIGINT or SIGTERM.

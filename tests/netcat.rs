@@ -296,17 +296,18 @@ fn start_server(shell_prefix: &str, args: &str) -> (std::process::Child, String,
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut addr = None;
     let mut line = String::new();
+    let log = Log::default();
     while addr.is_none() {
         line.clear();
         assert!(
             stderr.read_line(&mut line).unwrap() > 0,
             "server exited before listening"
         );
+        log.lock().unwrap().push_str(&line);
         if line.contains("listening (tcp)") && line.contains("service=\"echo\"") {
             addr = line.split("addr=").nth(1).map(|a| a.trim().to_string());
         }
     }
-    let log = Log::default();
     let sink = log.clone();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -355,6 +356,60 @@ fn accept_loop_survives_running_out_of_descriptors() {
         log.contains("Too many open files"),
         "descriptors never ran out:\n{log}"
     );
+}
+
+/// Confined to one core, the server runs every connection on one thread
+/// (the current-thread runtime): it still serves many clients at once, each
+/// its own replies, over TCP and UDP, and stops gracefully on SIGTERM.
+#[test]
+fn echo_confined_to_one_core_serves_many_clients_on_one_thread() {
+    let (server, addr, log) = start_server(
+        "taskset -cp 0 $$ >/dev/null; unset TOKIO_WORKER_THREADS; export RUST_LOG=info,sockit::server=debug;",
+        "echo --mode upper --bind 127.0.0.1:0",
+    );
+    let started = log.lock().unwrap().clone();
+    assert!(
+        started.contains("cores=1 flavor=CurrentThread"),
+        "not the current-thread runtime:\n{started}"
+    );
+    let mut clients: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let s = TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s
+        })
+        .collect();
+    for round in 0..3 {
+        // Every client sends before any reads: all are in flight at once.
+        for (i, s) in clients.iter_mut().enumerate() {
+            s.write_all(format!("client {i} round {round};").as_bytes())
+                .unwrap();
+        }
+        for (i, s) in clients.iter_mut().enumerate() {
+            let want = format!("CLIENT {i} ROUND {round};");
+            let mut got = vec![0u8; want.len()];
+            s.read_exact(&mut got).unwrap();
+            assert_eq!(String::from_utf8_lossy(&got), want);
+        }
+    }
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    udp.send_to(b"datagram", &addr).unwrap();
+    let mut buf = [0u8; 64];
+    let n = udp.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"DATAGRAM");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for s in &mut clients {
+        let mut rest = Vec::new();
+        assert_eq!(s.read_to_end(&mut rest).unwrap(), 0, "closed at shutdown");
+    }
+    let out = server.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
 }
 
 #[test]
