@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{lookup_host, TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 /// Default connection limit per listener.
@@ -417,9 +417,10 @@ pub async fn serve_counted<H: Handler>(
         Err(e) => warn!(service = name, "listening on an unknown address: {e}"),
     }
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let tracker = TaskTracker::new();
-    // Fires after the grace period: drops connections that did not finish.
-    let hard_stop = CancellationToken::new();
+    // The open connections' tasks: waited for at shutdown, aborted after the
+    // grace period. (Aborting, rather than a token every connection selects
+    // on, keeps a lock shared by all connections off every wake-up.)
+    let mut conns = JoinSet::new();
     let mut refusals = RefusalLog {
         name,
         last: None,
@@ -432,7 +433,15 @@ pub async fn serve_counted<H: Handler>(
             biased;
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
+            Some(done) = conns.join_next() => {
+                reap(name, done);
+                continue;
+            }
         };
+        // Busy accepting, the branch above may not be reached: reap here too.
+        while let Some(done) = conns.try_join_next() {
+            reap(name, done);
+        }
         let (stream, peer) = match accepted {
             Ok(pair) => {
                 backoff = Duration::from_millis(10);
@@ -467,47 +476,154 @@ pub async fn serve_counted<H: Handler>(
             counters: counters.clone(),
         };
         let handler = handler.clone();
-        let hard_stop = hard_stop.clone();
         let open = OpenGuard::new(counters.clone());
-        tracker.spawn(async move {
+        conns.spawn(async move {
             let _permit = permit;
             let _open = open;
             debug!(service = name, %peer, "connection opened");
-            tokio::select! {
-                _ = hard_stop.cancelled() => debug!(service = name, %peer, "connection dropped at shutdown"),
-                _ = handler.serve(stream, ctx) => debug!(service = name, %peer, "connection closed"),
-            }
+            handler.serve(stream, ctx).await;
+            debug!(service = name, %peer, "connection closed");
         });
     }
 
     drop(listener);
-    tracker.close();
-    if !tracker.is_empty() {
+    if !conns.is_empty() {
         info!(
             service = name,
-            open = tracker.len(),
+            open = conns.len(),
             grace = ?limits.shutdown_grace,
             "waiting for open connections to finish"
         );
     }
-    if tokio::time::timeout(limits.shutdown_grace, tracker.wait())
-        .await
-        .is_err()
-    {
+    let finished = tokio::time::timeout(limits.shutdown_grace, async {
+        while let Some(done) = conns.join_next().await {
+            reap(name, done);
+        }
+    })
+    .await;
+    if finished.is_err() {
         warn!(
             service = name,
-            open = tracker.len(),
+            open = conns.len(),
             "grace period over: closing the remaining connections"
         );
-        hard_stop.cancel();
-        tracker.wait().await;
+        conns.abort_all();
+        while conns.join_next().await.is_some() {}
     }
     info!(service = name, "stopped");
+}
+
+/// Logs a connection task that panicked (a bug: it ends only that
+/// connection, whose permit and count its guards give back).
+fn reap(name: &'static str, done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        if e.is_panic() {
+            warn!(service = name, "connection task panicked");
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::sync::mpsc;
+
+    /// A handler that tells the test when it starts serving, then either
+    /// ignores the shutdown token and holds the connection forever, or
+    /// panics.
+    #[derive(Clone)]
+    struct Stubborn {
+        started: mpsc::UnboundedSender<()>,
+        panic: bool,
+    }
+
+    impl Handler for Stubborn {
+        async fn serve(&self, mut stream: TcpStream, _ctx: ConnCtx) {
+            let _ = self.started.send(());
+            if self.panic {
+                panic!("a bug in a handler");
+            }
+            let mut buf = [0u8; 64];
+            while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            std::future::pending::<()>().await;
+        }
+    }
+
+    async fn start(
+        panic: bool,
+        limits: Limits,
+    ) -> (
+        SocketAddr,
+        CancellationToken,
+        Arc<Counters>,
+        mpsc::UnboundedReceiver<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let listener = bind_tcp("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let counters = Arc::new(Counters::default());
+        let (started, rx) = mpsc::unbounded_channel();
+        let run = tokio::spawn(serve_counted(
+            "test",
+            listener,
+            Stubborn { started, panic },
+            limits,
+            shutdown.clone(),
+            counters.clone(),
+        ));
+        (addr, shutdown, counters, rx, run)
+    }
+
+    #[tokio::test]
+    async fn after_the_grace_period_connections_that_ignore_shutdown_are_closed() {
+        let limits = Limits {
+            shutdown_grace: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let (addr, shutdown, counters, mut started, run) = start(false, limits).await;
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+            started.recv().await.unwrap();
+        }
+        assert_eq!(counters.snapshot().open, 3);
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("serve returns after the grace period")
+            .unwrap();
+        assert_eq!(counters.snapshot().open, 0);
+        for mut c in clients {
+            let mut rest = Vec::new();
+            assert_eq!(c.read_to_end(&mut rest).await.unwrap(), 0, "closed");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_connection_gives_its_slot_back_and_the_server_goes_on() {
+        let limits = Limits {
+            max_connections: 1,
+            ..Limits::default()
+        };
+        let (addr, shutdown, counters, mut started, run) = start(true, limits).await;
+        // With one slot, each of these is served only if the last one's
+        // panic gave the slot back.
+        for _ in 0..3 {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(10), started.recv())
+                .await
+                .expect("served: the slot was given back")
+                .unwrap();
+            let mut rest = Vec::new();
+            assert_eq!(c.read_to_end(&mut rest).await.unwrap(), 0, "closed");
+        }
+        shutdown.cancel();
+        run.await.unwrap();
+        assert_eq!(counters.snapshot().accepted, 3);
+        assert_eq!(counters.snapshot().open, 0);
+    }
 
     #[test]
     fn one_core_runs_on_the_current_thread_unless_workers_are_asked_for() {
