@@ -245,6 +245,16 @@ async fn bench_reports_round_trips_as_json() {
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert!(v["round_trips"].as_u64().unwrap() > 0, "{extra:?}: {v}");
         assert_eq!(v["errors"], 0, "{extra:?}: {v}");
+        // Every round trip's latency is in the percentiles.
+        let (p50, p99, max) = (
+            v["p50_us"].as_u64(),
+            v["p99_us"].as_u64(),
+            v["max_us"].as_u64(),
+        );
+        assert!(
+            matches!((p50, p99, max), (Some(a), Some(b), Some(c)) if 1 <= a && a <= b && b <= c),
+            "{extra:?}: {v}"
+        );
         if extra.contains(&"--rate") {
             // 400/s for 0.3 s is about 120 round trips; flat out it would be
             // thousands. (No lower bound: a loaded machine may do fewer.)
