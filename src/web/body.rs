@@ -51,15 +51,23 @@ impl Access {
         })
     }
 
-    /// `response`, logging its access line once its body is done.
-    pub fn log(self, peer: SocketAddr, response: http::Response<Body>) -> http::Response<Body> {
+    /// `response`, logging its access line once its body is done (if
+    /// `access` was taken: the log is on).
+    pub fn log(
+        access: Option<Access>,
+        peer: SocketAddr,
+        response: http::Response<Body>,
+    ) -> http::Response<Body> {
+        let Some(a) = access else {
+            return response;
+        };
         let line = AccessLine {
             peer,
-            method: self.method,
-            target: self.target,
-            version: self.version,
+            method: a.method,
+            target: a.target,
+            version: a.version,
             status: response.status(),
-            started: self.started,
+            started: a.started,
         };
         response.map(|b| Body::new(Logged::new(b, line)))
     }

@@ -186,10 +186,7 @@ impl Web {
             HeaderValue::from_static("no-referrer"),
         );
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        match access {
-            Some(a) => a.log(peer, response),
-            None => response,
-        }
+        body::Access::log(access, peer, response)
     }
 }
 
@@ -407,10 +404,7 @@ async fn redirect_to_https(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| async move {
         let access = body::Access::of(&req);
         let response = https_redirect(&req);
-        Ok::<_, Infallible>(match access {
-            Some(a) => a.log(peer, response),
-            None => response,
-        })
+        Ok::<_, Infallible>(body::Access::log(access, peer, response))
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
