@@ -89,3 +89,35 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
         .expect("read the answer");
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// True when the tests run under CI (`CI` set to anything but empty or `false`).
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
+}
+
+/// For tests that drive a program we did not write (ncat, socat, Python's
+/// `websockets`, litmus, ...): `Some(reason)` when `check` fails, after saying
+/// so; under CI it panics instead, since `.ci/run` installs them all.
+/// `what` names the program, `install` how to get it.
+pub fn missing(what: &str, install: &str, check: impl FnOnce() -> bool) -> bool {
+    if check() {
+        return false;
+    }
+    assert!(
+        !under_ci(),
+        "{what} is missing ({install}); .ci/run installs it"
+    );
+    eprintln!("SKIPPED: {what} is missing ({install})");
+    true
+}
+
+/// True when `program --version` (or `args`) runs and exits 0.
+pub fn runs(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
