@@ -573,6 +573,44 @@ struct ConnectArgs {
     /// With --tls: do not check the server's certificate at all (warns every time)
     #[arg(long, requires = "tls")]
     insecure: bool,
+    #[command(flatten)]
+    relay: RelayArgs,
+}
+
+/// How a TCP or TLS conversation ends (`connect` and `listen`).
+#[derive(Args)]
+struct RelayArgs {
+    /// Only send stdin: what the peer sends is thrown away, and the program ends once stdin is sent and acknowledged
+    #[arg(long, conflicts_with_all = ["recv_only", "udp"])]
+    send_only: bool,
+    /// Only print what the peer sends: stdin is never read and nothing is sent
+    #[arg(long, conflicts_with_all = ["no_shutdown", "close_after", "udp"])]
+    recv_only: bool,
+    /// Do not half-close the connection at stdin's end (for peers that hang up on it)
+    #[arg(long, conflicts_with = "udp")]
+    no_shutdown: bool,
+    /// After stdin's end, wait at most this long for the peer to finish, then stop (0, 500ms, 10s, or seconds)
+    #[arg(long, short = 'q', value_name = "DURATION", value_parser = parse_close_after, conflicts_with = "udp")]
+    close_after: Option<Duration>,
+}
+
+impl RelayArgs {
+    fn relay(&self) -> netcat::Relay {
+        netcat::Relay {
+            send_only: self.send_only,
+            recv_only: self.recv_only,
+            no_shutdown: self.no_shutdown,
+            close_after: self.close_after,
+        }
+    }
+}
+
+/// `-q`'s duration: as everywhere, and 0 too (stop at once after stdin's end).
+fn parse_close_after(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(0.0) => Ok(Duration::ZERO),
+        _ => sockit::fetch::parse_duration(s),
+    }
 }
 
 #[derive(Args)]
@@ -594,6 +632,8 @@ struct ListenArgs {
     /// With --tls: its private key (PEM)
     #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
     key: Option<PathBuf>,
+    #[command(flatten)]
+    relay: RelayArgs,
 }
 
 #[derive(Args)]
@@ -922,6 +962,7 @@ fn run(command: Command) -> Result<()> {
                 udp: args.udp,
                 timeout,
                 tls,
+                relay: args.relay.relay(),
             })?;
             Ok(())
         }
@@ -942,6 +983,7 @@ fn run(command: Command) -> Result<()> {
                 udp: args.udp,
                 keep_open: args.keep_open,
                 tls,
+                relay: args.relay.relay(),
             })?;
             Ok(())
         }
