@@ -589,3 +589,32 @@ async fn file_messages_need_auth_and_bad_requests_keep_the_connection() {
     assert_eq!(raw(&mut conn, Frame::new("whoami"), b"").await, "whoami");
     srv.stop().await;
 }
+
+/// Reads one frame and its body.
+async fn next(conn: &mut Connection<sockit::tls::Stream>) -> (Frame, Vec<u8>) {
+    let frame = conn.read_frame().await.unwrap().expect("a frame");
+    let body = conn.read_body_to_vec(8 << 20).await.unwrap();
+    (frame, body)
+}
+
+#[tokio::test]
+async fn after_put_ready_anything_but_put_data_closes_with_the_puts_id() {
+    let srv = common::start(|_| {}).await;
+    let mut conn = raw_login(&srv, "otto").await;
+    let put = Frame::new("put")
+        .with("id", "up-1")
+        .with("path", "a.bin")
+        .with("length", 3);
+    conn.write_frame(&put).await.unwrap();
+    let (ready, _) = next(&mut conn).await;
+    assert_eq!(ready.kind(), "put_ready", "{ready:?}");
+    // Out of step: a ping where put_data was due.
+    conn.write_frame(&Frame::new("ping").with("id", 2))
+        .await
+        .unwrap();
+    let (err, _) = next(&mut conn).await;
+    assert_eq!(err.str("code"), Some("bad_request"), "{err:?}");
+    assert_eq!(err.id(), Some(&serde_json::json!("up-1")), "{err:?}");
+    assert!(conn.read_frame().await.unwrap().is_none(), "then closed");
+    srv.stop().await;
+}
