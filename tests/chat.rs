@@ -546,3 +546,20 @@ async fn a_send_with_a_text_field_is_told_that_the_text_is_the_body() {
     assert!(f.str("message").unwrap().contains("body"), "{f:?}");
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn subscribed_seq_is_the_servers_last_seq_in_any_room() {
+    let srv = common::start(no_rate_limit).await;
+    let tokens = users(&srv, &["alice".into(), "bob".into()]).await;
+    let mut a = authed(&srv, &tokens[0]).await;
+    let (f, _) = subscribe(&mut a, None).await;
+    assert_eq!(f.get("seq"), Some(&Value::from(0)), "no messages yet");
+    join(&mut a, "private").await;
+    let sent = send_room(&mut a, "private", "not for bob").await;
+    // Bob is in no room with alice, yet his subscription starts after her message.
+    let mut b = authed(&srv, &tokens[1]).await;
+    let (f, backlog) = subscribe(&mut b, None).await;
+    assert_eq!(f.get("seq"), sent.get("seq"), "{f:?}");
+    assert!(backlog.is_empty());
+    srv.stop().await;
+}
