@@ -20,11 +20,12 @@ its certificate's fingerprint (--fingerprint, what `sockit tls fingerprint`
 prints on the server) or through a CA file (--cafile). Without --tls it
 speaks plain TCP, for a server run with `tls = false`.
 
-Usage:
+Usage (the connection options --host, --port, --timeout, --tls,
+--fingerprint and --cafile may come before or after the command):
 
-    python3 examples/python_client.py --tls --fingerprint SHA256:... ping
+    python3 examples/python_client.py ping --fingerprint SHA256:...
     python3 examples/python_client.py ping      # a plain (tls = false) server
-    python3 examples/python_client.py --port 7070 ping --count 3 --body hello
+    python3 examples/python_client.py ping --count 3 --body hello --port 7070
     python3 examples/python_client.py selftest
     printf '%s\n' "$PASSWORD" | python3 examples/python_client.py register --user alice --password-stdin
     printf '%s\n' "$PASSWORD" | python3 examples/python_client.py login --user alice --password-stdin
@@ -35,8 +36,10 @@ Usage:
 
 Transfers are verified end to end with BLAKE3. Python's hashlib has no
 BLAKE3, so this file carries a small pure-Python implementation of it
-(class Blake3). It is correct but slow (a few MB/s at best): fine for an
-example, not for multi-gigabyte files.
+(class Blake3). It is correct but slow (about half a megabyte a second):
+fine for an example, not for large files. A client of its own that only
+uploads can do without it: the server also accepts the SHA-256 of the file
+(hashlib.sha256) in put_end; downloads are checked against BLAKE3 only.
 
 As a library:
 
@@ -1014,28 +1017,53 @@ def positive_int(text):
     return value
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Client for the sockit framed protocol.")
-    parser.add_argument("--host", default=DEFAULT_HOST, help="server address (default %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port (default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=10.0,
-                        help="socket timeout in seconds (default %(default)s)")
-    parser.add_argument("--tls", action="store_true",
+def add_connection_options(parser, defaults):
+    """--host, --port, --timeout and the TLS options.
+
+    They are given to the main parser (with their defaults) and to every
+    subcommand (with defaults=False), so they may come before or after the
+    subcommand: `--port 7071 ping` and `ping --port 7071` are the same. A
+    subcommand's option that is not given leaves the main parser's value
+    alone (argparse.SUPPRESS).
+    """
+    def default(value):
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--host", default=default(DEFAULT_HOST),
+                        help="server address (default %s)" % DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=default(DEFAULT_PORT),
+                        help="server port (default %d)" % DEFAULT_PORT)
+    parser.add_argument("--timeout", type=float, default=default(10.0),
+                        help="socket timeout in seconds (default 10)")
+    parser.add_argument("--tls", action="store_true", default=default(False),
                         help="speak TLS (the server's default); trust by --fingerprint, "
                              "--cafile, or the system's CAs")
-    parser.add_argument("--fingerprint", metavar="SHA256:HEX",
+    parser.add_argument("--fingerprint", metavar="SHA256:HEX", default=default(None),
                         help="pin the server certificate's SHA-256 fingerprint "
                              "(`sockit tls fingerprint` on the server); implies --tls")
-    parser.add_argument("--cafile", metavar="FILE",
+    parser.add_argument("--cafile", metavar="FILE", default=default(None),
                         help="verify the server against the CA certificate(s) in FILE; implies --tls")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Client for the sockit framed protocol.")
+    add_connection_options(parser, defaults=True)
+    connection = argparse.ArgumentParser(add_help=False)
+    add_connection_options(connection, defaults=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    p = sub.add_parser("ping", help="handshake, then send pings and print round-trip times")
+
+    def command(name, summary, offline=False):
+        # Every command that talks to a server takes the connection options too.
+        return sub.add_parser(name, help=summary, parents=[] if offline else [connection])
+
+    p = command("ping", "handshake, then send pings and print round-trip times")
     p.add_argument("--count", type=positive_int, default=1, help="number of pings (default 1)")
     p.add_argument("--body", help="text sent as the ping body; the pong must echo it")
     p.set_defaults(func=cmd_ping)
 
-    p = sub.add_parser("selftest", help="check the built-in BLAKE3 against the official test vectors")
+    p = command("selftest", "check the built-in BLAKE3 against the official test vectors",
+                offline=True)
     p.set_defaults(func=cmd_selftest, offline=True)
 
     def add_password_args(p):
@@ -1048,27 +1076,27 @@ def main(argv=None):
         p.add_argument("--token", default=os.environ.get("SOCKIT_TOKEN"),
                        help="session token from login (default: $SOCKIT_TOKEN)")
 
-    p = sub.add_parser("register", help="create an account")
+    p = command("register", "create an account")
     add_password_args(p)
     p.set_defaults(func=cmd_register)
-    p = sub.add_parser("login", help="log in and print a session token (only the token)")
+    p = command("login", "log in and print a session token (only the token)")
     add_password_args(p)
     p.set_defaults(func=cmd_login)
-    p = sub.add_parser("logout", help="revoke a session token")
+    p = command("logout", "revoke a session token")
     add_token_arg(p)
     p.set_defaults(func=cmd_logout)
-    p = sub.add_parser("upload", help="upload a file (verified with BLAKE3)")
+    p = command("upload", "upload a file (verified with BLAKE3)")
     add_token_arg(p)
     p.add_argument("local", metavar="LOCAL", help="local file")
     p.add_argument("remote", metavar="REMOTE", help="remote path, e.g. docs/a.txt")
     p.add_argument("--force", action="store_true", help="replace an existing remote file")
     p.set_defaults(func=cmd_upload)
-    p = sub.add_parser("download", help="download a file (verified with BLAKE3)")
+    p = command("download", "download a file (verified with BLAKE3)")
     add_token_arg(p)
     p.add_argument("remote", metavar="REMOTE", help="remote path")
     p.add_argument("local", metavar="LOCAL", help="local file or folder")
     p.set_defaults(func=cmd_download)
-    p = sub.add_parser("ls", help="list a remote folder")
+    p = command("ls", "list a remote folder")
     add_token_arg(p)
     p.add_argument("path", metavar="PATH", nargs="?", default="", help="remote folder (default: the top)")
     p.add_argument("-r", "--recursive", action="store_true", help="list subfolders too")
@@ -1098,7 +1126,11 @@ def main(argv=None):
     try:
         return args.func(client, args)
     except ServerError as e:
-        print("error: %s: %s" % (e.code, e.message), file=sys.stderr)
+        hint = ""
+        if e.code == "tls_required" and not client.tls:
+            hint = (" (with this client: --fingerprint SHA256:... as `sockit tls fingerprint` "
+                    "prints it on the server, or --cafile FILE)")
+        print("error: %s: %s%s" % (e.code, e.message, hint), file=sys.stderr)
         return 1
     except ChecksumError as e:
         print("error: %s: %s" % (e.code, e.message), file=sys.stderr)

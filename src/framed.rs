@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::tls::Stream;
 use tracing::{debug, warn};
@@ -24,7 +25,8 @@ use crate::{chat, files};
 
 /// Default address of the framed port.
 pub const DEFAULT_FRAMED_ADDR: &str = "127.0.0.1:7070";
-/// Default time a new connection has to send `hello`.
+/// Default time a new connection has to complete the TLS handshake and
+/// send `hello`.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection waits for its goodbye to be delivered.
 const LINGER: Duration = Duration::from_secs(1);
@@ -38,7 +40,9 @@ pub const SERVER_NAME: &str = concat!("sockit/", env!("CARGO_PKG_VERSION"));
 pub struct Settings {
     /// Header and body limits for incoming messages.
     pub limits: proto::Limits,
-    /// Time allowed for the hello.
+    /// Time a new connection has, from accept, to complete the TLS
+    /// handshake (if any) and send `hello`: one deadline, so that neither
+    /// a slow handshake nor messages before `hello` extend it.
     pub handshake_timeout: Duration,
 }
 
@@ -166,27 +170,27 @@ impl FramedHandler {
         }
     }
 
-    /// Completes the TLS handshake within the handshake timeout. A client
-    /// whose first byte is not a TLS record is told in the framed protocol
-    /// that this port needs TLS.
+    /// Completes the TLS handshake before `deadline`. A client whose first
+    /// byte is not a TLS record is told in the framed protocol that this
+    /// port needs TLS.
     async fn accept_tls(
         &self,
         config: &std::sync::Arc<rustls::ServerConfig>,
         stream: TcpStream,
         ctx: &ConnCtx,
+        deadline: Instant,
     ) -> Option<Stream> {
-        let limit = self.settings.handshake_timeout;
         let mut first = [0u8; 1];
         let peeked = tokio::select! {
             _ = ctx.shutdown.cancelled() => return None,
-            r = tokio::time::timeout(limit, stream.peek(&mut first)) => r,
+            r = tokio::time::timeout_at(deadline, stream.peek(&mut first)) => r,
         };
         match peeked {
             Ok(Ok(1)) if first[0] == crate::tls::HANDSHAKE_RECORD => {}
             Ok(Ok(1)) => {
                 debug!(peer = %ctx.peer, "plain client on the TLS port");
                 let session = self.session(Stream::Plain(stream), ctx.clone());
-                let end = End::Say(ErrorCode::TlsRequired, TLS_REQUIRED.into());
+                let end = End::say(ErrorCode::TlsRequired, TLS_REQUIRED);
                 session.close(end).await;
                 return None;
             }
@@ -194,7 +198,7 @@ impl FramedHandler {
         }
         let accepted = tokio::select! {
             _ = ctx.shutdown.cancelled() => return None,
-            r = tokio::time::timeout(limit, tokio_rustls::TlsAcceptor::from(config.clone()).accept(stream)) => r,
+            r = tokio::time::timeout_at(deadline, tokio_rustls::TlsAcceptor::from(config.clone()).accept(stream)) => r,
         };
         match accepted {
             Ok(Ok(tls)) => Some(Stream::Server(Box::new(tls))),
@@ -212,14 +216,15 @@ impl FramedHandler {
 
 impl Handler for FramedHandler {
     async fn serve(&self, stream: TcpStream, ctx: ConnCtx) {
+        let deadline = Instant::now() + self.settings.handshake_timeout;
         let stream = match &self.tls {
             None => Stream::Plain(stream),
-            Some(config) => match self.accept_tls(config, stream, &ctx).await {
+            Some(config) => match self.accept_tls(config, stream, &ctx, deadline).await {
                 Some(s) => s,
                 None => return,
             },
         };
-        self.session(stream, ctx).run().await;
+        self.session(stream, ctx).run(deadline).await;
     }
 
     fn refuse(&self, stream: &TcpStream) {
@@ -246,8 +251,15 @@ impl Handler for FramedHandler {
 enum End {
     /// The peer closed cleanly or the stream failed; nothing more to say.
     Quiet,
-    /// Tell the peer why, then close.
-    Say(ErrorCode, String),
+    /// Send this error frame, then close.
+    Say(Frame),
+}
+
+impl End {
+    /// An error not tied to a request (no `id`), then close.
+    fn say(code: ErrorCode, message: impl Into<String>) -> End {
+        End::Say(Frame::error(code, message))
+    }
 }
 
 /// One framed-port connection.
@@ -263,8 +275,8 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn run(mut self) {
-        let end = match self.handshake().await {
+    async fn run(mut self, hello_by: Instant) {
+        let end = match self.handshake(hello_by).await {
             Ok(()) => self.serve_messages().await,
             Err(end) => end,
         };
@@ -274,10 +286,9 @@ impl Session<'_> {
     /// Says goodbye if there is something to say, then closes.
     async fn close(mut self, end: End) {
         let said = matches!(end, End::Say(..));
-        if let End::Say(code, message) = end {
+        if let End::Say(goodbye) = end {
             // Best effort, bounded: the peer may be gone or not reading.
-            let goodbye = self.conn.write_error(None, code, message);
-            let _ = tokio::time::timeout(LINGER, goodbye).await;
+            let _ = tokio::time::timeout(LINGER, self.conn.write_frame(&goodbye)).await;
         }
         let _ = tokio::time::timeout(LINGER, self.conn.shutdown()).await;
         if said {
@@ -287,22 +298,30 @@ impl Session<'_> {
         }
     }
 
-    /// Reads the next message, bounded by `limit` and the shutdown signal.
-    async fn next(&mut self, limit: Duration) -> Result<Frame, End> {
+    /// Reads the next message, bounded by `deadline` and the shutdown
+    /// signal; `late` says what the peer was too slow for.
+    async fn next(
+        &mut self,
+        deadline: Instant,
+        late: impl FnOnce() -> String,
+    ) -> Result<Frame, End> {
         let read = tokio::select! {
             _ = self.ctx.shutdown.cancelled() => {
-                return Err(End::Say(ErrorCode::ShuttingDown, "server is shutting down".into()));
+                return Err(End::say(ErrorCode::ShuttingDown, "server is shutting down"));
             }
-            read = tokio::time::timeout(limit, self.conn.read_frame()) => read,
+            read = tokio::time::timeout_at(deadline, self.conn.read_frame()) => read,
         };
-        self.read_result(read, limit)
+        self.read_result(read, late)
     }
 
     /// Like [`Session::next`], while also writing what the chat relay has
     /// for this connection; `Ok(None)` when it wrote instead of reading.
     async fn next_or_chat(&mut self, limit: Duration) -> Result<Option<Frame>, End> {
         let Some(link) = self.chat.as_mut().filter(|l| l.active()) else {
-            return self.next(limit).await.map(Some);
+            return self
+                .next(Instant::now() + limit, || idle_message(limit))
+                .await
+                .map(Some);
         };
         let written = if link.saturated() {
             let out = link.next().await;
@@ -319,10 +338,10 @@ impl Session<'_> {
                 biased;
                 out = link.next() => out,
                 read = tokio::time::timeout(limit, self.conn.read_frame()) => {
-                    return self.read_result(read, limit).map(Some);
+                    return self.read_result(read, || idle_message(limit)).map(Some);
                 }
                 _ = self.ctx.shutdown.cancelled() => {
-                    return Err(End::Say(ErrorCode::ShuttingDown, "server is shutting down".into()));
+                    return Err(End::say(ErrorCode::ShuttingDown, "server is shutting down"));
                 }
             };
             Box::pin(chat::server::write_output(&mut self.conn, link, out, limit)).await
@@ -336,18 +355,12 @@ impl Session<'_> {
     fn read_result(
         &self,
         read: Result<Result<Option<Frame>, ProtoError>, tokio::time::error::Elapsed>,
-        limit: Duration,
+        late: impl FnOnce() -> String,
     ) -> Result<Frame, End> {
         match read {
             Err(_) => {
                 debug!(peer = %self.ctx.peer, "timed out waiting for a message");
-                Err(End::Say(
-                    ErrorCode::Timeout,
-                    format!(
-                        "the server received no complete message within {}",
-                        humantime::format_duration(limit)
-                    ),
-                ))
+                Err(End::say(ErrorCode::Timeout, late()))
             }
             Ok(Ok(Some(frame))) => Ok(frame),
             Ok(Ok(None)) => Err(End::Quiet),
@@ -360,7 +373,7 @@ impl Session<'_> {
         match e.code() {
             Some(code) => {
                 warn!(%peer, %code, "closing connection: {e}");
-                End::Say(code, e.to_string())
+                End::say(code, e.to_string())
             }
             None => {
                 debug!(%peer, "connection ended: {e}");
@@ -369,9 +382,18 @@ impl Session<'_> {
         }
     }
 
-    async fn handshake(&mut self) -> Result<(), End> {
+    /// Answers messages until a good `hello`, which must come before
+    /// `deadline` (however many other messages come first).
+    async fn handshake(&mut self, deadline: Instant) -> Result<(), End> {
+        let limit = self.settings.handshake_timeout;
         loop {
-            let frame = self.next(self.settings.handshake_timeout).await?;
+            let late = || {
+                format!(
+                    "no hello within {} of connecting",
+                    humantime::format_duration(limit)
+                )
+            };
+            let frame = self.next(deadline, late).await?;
             if frame.kind() != "hello" {
                 debug!(peer = %self.ctx.peer, kind = frame.kind(), "message before hello");
                 self.refuse(
@@ -472,8 +494,10 @@ impl Session<'_> {
                 self.send(&reply).await
             }
             Err(HandlerError::Fatal { code, message }) => {
+                // The request ends with this error: its answer repeats the
+                // request's id, as any answer does.
                 warn!(peer = %self.ctx.peer, %code, "closing connection: {message}");
-                Err(End::Say(code, message))
+                Err(End::Say(Frame::error(code, message).reply_to(&frame)))
             }
             Err(HandlerError::Proto(e)) if e.code().is_some() => Err(self.read_failed(e)),
             Err(HandlerError::Proto(e)) => Err(self.write_failed(e)),
@@ -486,11 +510,11 @@ impl Session<'_> {
         match e {
             HandlerError::Refused { message, .. } => {
                 warn!(peer = %self.ctx.peer, "closing connection: {message}");
-                End::Say(ErrorCode::Internal, message)
+                End::say(ErrorCode::Internal, message)
             }
             HandlerError::Fatal { code, message } => {
                 warn!(peer = %self.ctx.peer, %code, "closing connection: {message}");
-                End::Say(code, message)
+                End::say(code, message)
             }
             HandlerError::Proto(e) if e.code().is_some() => self.read_failed(e),
             HandlerError::Proto(e) => self.write_failed(e),
@@ -692,4 +716,12 @@ impl Session<'_> {
         debug!(peer = %self.ctx.peer, "write failed: {e}");
         End::Quiet
     }
+}
+
+/// What a connection idle for longer than `limit` is told.
+fn idle_message(limit: Duration) -> String {
+    format!(
+        "the server received no complete message within {}",
+        humantime::format_duration(limit)
+    )
 }

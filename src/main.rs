@@ -623,7 +623,7 @@ struct ListenArgs {
     /// Keep accepting clients: print what every client sends, send stdin to all
     #[arg(long, short)]
     keep_open: bool,
-    /// Speak TLS, as `ncat --ssl`, with a certificate made for this run (its fingerprint is printed) unless --cert/--key
+    /// Speak TLS, as `ncat --ssl`, with a self-signed certificate made on first use and kept in listen-tls/ in the configuration folder (its fingerprint is printed), unless --cert/--key
     #[arg(long)]
     tls: bool,
     /// With --tls: the certificate chain (PEM) to present

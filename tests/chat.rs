@@ -504,3 +504,62 @@ async fn a_room_keeps_its_last_messages_for_joiners_and_since_resumes() {
     assert_eq!(texts, ["m6", "m7"]);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn a_history_limit_out_of_range_is_refused() {
+    let srv = common::start(no_rate_limit).await;
+    let tokens = users(&srv, &["alice".into()]).await;
+    let mut c = authed(&srv, &tokens[0]).await;
+    join(&mut c, "lobby").await;
+    for text in ["one", "two", "three"] {
+        assert_eq!(send_room(&mut c, "lobby", text).await.kind(), "sent");
+    }
+    let history = |limit: i64| {
+        Frame::new("history")
+            .with("room", "lobby")
+            .with("limit", limit)
+    };
+    for limit in [0, -1, 101] {
+        let (f, _) = call(&mut c, history(limit), &[]).await;
+        assert_eq!(code(&f), "bad_request", "limit {limit}");
+        assert!(f.str("message").unwrap().contains("1 to 100"), "{f:?}");
+    }
+    for (limit, want) in [(1, 1), (100, 3)] {
+        let (f, body) = call(&mut c, history(limit), &[]).await;
+        assert_eq!(f.kind(), "history", "{f:?}");
+        let messages: Vec<Value> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(messages.len(), want, "limit {limit}");
+    }
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_send_with_a_text_field_is_told_that_the_text_is_the_body() {
+    let srv = common::start(no_rate_limit).await;
+    let tokens = users(&srv, &["alice".into()]).await;
+    let mut c = authed(&srv, &tokens[0]).await;
+    join(&mut c, "lobby").await;
+    // The WebSocket's form, a "text" field, is pointed at the body.
+    let send = Frame::new("send").with("room", "lobby").with("text", "hi");
+    let (f, _) = call(&mut c, send, &[]).await;
+    assert_eq!(code(&f), "bad_request");
+    assert!(f.str("message").unwrap().contains("body"), "{f:?}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn subscribed_seq_is_the_servers_last_seq_in_any_room() {
+    let srv = common::start(no_rate_limit).await;
+    let tokens = users(&srv, &["alice".into(), "bob".into()]).await;
+    let mut a = authed(&srv, &tokens[0]).await;
+    let (f, _) = subscribe(&mut a, None).await;
+    assert_eq!(f.get("seq"), Some(&Value::from(0)), "no messages yet");
+    join(&mut a, "private").await;
+    let sent = send_room(&mut a, "private", "not for bob").await;
+    // Bob is in no room with alice, yet his subscription starts after her message.
+    let mut b = authed(&srv, &tokens[1]).await;
+    let (f, backlog) = subscribe(&mut b, None).await;
+    assert_eq!(f.get("seq"), sent.get("seq"), "{f:?}");
+    assert!(backlog.is_empty());
+    srv.stop().await;
+}

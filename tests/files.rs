@@ -589,3 +589,148 @@ async fn file_messages_need_auth_and_bad_requests_keep_the_connection() {
     assert_eq!(raw(&mut conn, Frame::new("whoami"), b"").await, "whoami");
     srv.stop().await;
 }
+
+/// Reads one frame and its body.
+async fn next(conn: &mut Connection<sockit::tls::Stream>) -> (Frame, Vec<u8>) {
+    let frame = conn.read_frame().await.unwrap().expect("a frame");
+    let body = conn.read_body_to_vec(8 << 20).await.unwrap();
+    (frame, body)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn after_put_ready_anything_but_put_data_closes_with_the_puts_id() {
+    let srv = common::start(|_| {}).await;
+    let mut conn = raw_login(&srv, "otto").await;
+    let put = Frame::new("put")
+        .with("id", "up-1")
+        .with("path", "a.bin")
+        .with("length", 3);
+    conn.write_frame(&put).await.unwrap();
+    let (ready, _) = next(&mut conn).await;
+    assert_eq!(ready.kind(), "put_ready", "{ready:?}");
+    // Out of step: a ping where put_data was due.
+    conn.write_frame(&Frame::new("ping").with("id", 2))
+        .await
+        .unwrap();
+    let (err, _) = next(&mut conn).await;
+    assert_eq!(err.str("code"), Some("bad_request"), "{err:?}");
+    assert_eq!(err.id(), Some(&serde_json::json!("up-1")), "{err:?}");
+    assert!(conn.read_frame().await.unwrap().is_none(), "then closed");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn an_inline_put_over_1_mib_is_too_large_and_the_connection_goes_on() {
+    let srv = common::start(|_| {}).await;
+    let mut conn = raw_login(&srv, "olga").await;
+    let data = vec![7u8; sockit::files::MAX_INLINE as usize + 1];
+    let put = Frame::new("put")
+        .with("id", 1)
+        .with("path", "big.bin")
+        .with("length", data.len())
+        .with("blake3", blake3::hash(&data).to_hex().to_string())
+        .with_body_len(data.len() as u64);
+    conn.write_message(&put, &data).await.unwrap();
+    let (err, _) = next(&mut conn).await;
+    assert_eq!(err.str("code"), Some("too_large"), "{err:?}");
+    assert!(
+        err.str("message").unwrap().contains("negotiated"),
+        "{err:?}"
+    );
+    // The body was skipped: the next request is understood.
+    assert_eq!(raw(&mut conn, Frame::new("whoami"), b"").await, "whoami");
+    srv.stop().await;
+}
+
+/// A negotiated put of `data` whose put_end gives only its SHA-256; returns
+/// the answer to put_end.
+async fn put_with_sha256(
+    conn: &mut Connection<sockit::tls::Stream>,
+    put: Frame,
+    data: &[u8],
+    sha256: String,
+) -> Frame {
+    conn.write_frame(&put).await.unwrap();
+    let (ready, _) = next(conn).await;
+    assert_eq!(ready.kind(), "put_ready", "{ready:?}");
+    let put_data = Frame::new("put_data").with_body_len(data.len() as u64);
+    conn.write_message(&put_data, data).await.unwrap();
+    conn.write_frame(&Frame::new("put_end").with("sha256", sha256))
+        .await
+        .unwrap();
+    next(conn).await.0
+}
+
+#[tokio::test]
+async fn put_may_be_checked_with_sha256_and_the_store_still_records_blake3() {
+    let srv = common::start(|_| {}).await;
+    let mut conn = raw_login(&srv, "sam").await;
+    let data = pattern(300_000, 3);
+    let blake3 = blake3::hash(&data).to_hex().to_string();
+    // Negotiated, with only SHA-256 in put_end.
+    let put = |path: &str| {
+        Frame::new("put")
+            .with("id", 1)
+            .with("path", path)
+            .with("length", data.len())
+    };
+    let ok = put_with_sha256(&mut conn, put("good.bin"), &data, sha256_hex(&data)).await;
+    assert_eq!(ok.kind(), "put_ok", "{ok:?}");
+    assert_eq!(ok.str("blake3"), Some(blake3.as_str()), "{ok:?}");
+    let bad = put_with_sha256(&mut conn, put("bad.bin"), &data, sha256_hex(b"other")).await;
+    assert_eq!(bad.str("code"), Some("checksum_mismatch"), "{bad:?}");
+    // Neither hash, or a hash that is not 64 hex digits: refused, in step.
+    conn.write_frame(&put("none.bin")).await.unwrap();
+    assert_eq!(next(&mut conn).await.0.kind(), "put_ready");
+    conn.write_message(
+        &Frame::new("put_data").with_body_len(data.len() as u64),
+        &data,
+    )
+    .await
+    .unwrap();
+    conn.write_frame(&Frame::new("put_end").with("sha256", "abc"))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut conn).await.0.str("code"), Some("bad_request"));
+    assert_eq!(raw(&mut conn, Frame::new("whoami"), b"").await, "whoami");
+    // Inline, with only SHA-256.
+    let small = b"hello".to_vec();
+    let inline = Frame::new("put")
+        .with("path", "small.txt")
+        .with("length", small.len())
+        .with("sha256", sha256_hex(&small));
+    assert_eq!(raw(&mut conn, inline.clone(), &small).await, "put_ok");
+    let wrong = inline
+        .with("path", "wrong.txt")
+        .with("sha256", sha256_hex(b"jello"));
+    assert_eq!(raw(&mut conn, wrong, &small).await, "checksum_mismatch");
+    // Published: the two good ones, and what get reports is BLAKE3.
+    let mut c = Client::connect(&srv.framed.to_string(), &Transport::Plain)
+        .await
+        .unwrap();
+    c.login("sam", "correct horse").await.unwrap();
+    let names: Vec<String> = c
+        .list("", false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["good.bin", "small.txt"]);
+    conn.write_frame(&Frame::new("get").with("path", "good.bin"))
+        .await
+        .unwrap();
+    let (file, body) = next(&mut conn).await;
+    assert_eq!(file.kind(), "file");
+    assert!(body == data);
+    assert_eq!(next(&mut conn).await.0.str("blake3"), Some(blake3.as_str()));
+    srv.stop().await;
+}

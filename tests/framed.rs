@@ -316,3 +316,52 @@ async fn limits_are_configurable() {
     assert_eq!(reply.as_error().unwrap().0, "header_too_large");
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn the_hello_deadline_counts_from_connecting_whatever_comes_first() {
+    let limit = Duration::from_millis(1000);
+    let srv = common::start(|c| c.framed.handshake_timeout = limit).await;
+    let start = tokio::time::Instant::now();
+    let mut s = TcpStream::connect(srv.framed).await.unwrap();
+    tokio::time::sleep(limit * 6 / 10).await;
+    // Answered, but it does not buy more time.
+    send_raw(&mut s, br#"{"type":"ping","id":1}"#).await;
+    expect_error(&mut s, "hello_required").await;
+    let v = expect_error(&mut s, "timeout").await;
+    assert!(v["message"].as_str().unwrap().contains("hello"), "{v}");
+    let waited = start.elapsed();
+    assert!(waited < limit * 13 / 10, "timed out after {waited:?}");
+    assert!(closed(&mut s).await);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn the_tls_handshake_counts_against_the_hello_deadline() {
+    let limit = Duration::from_millis(1000);
+    let srv = common::start(|c| {
+        c.framed.tls = true;
+        c.framed.handshake_timeout = limit;
+    })
+    .await;
+    let trust = sockit::tls::Trust {
+        verify: sockit::tls::Verify::Insecure,
+        ..sockit::tls::Trust::default()
+    };
+    let addr = srv.framed.to_string();
+    let config = sockit::tls::client::fresh_config(&addr, &trust).unwrap();
+    let name = sockit::tls::client::server_name(&addr).unwrap();
+    let start = tokio::time::Instant::now();
+    let tcp = TcpStream::connect(srv.framed).await.unwrap();
+    // A slow start of the handshake, then no hello.
+    tokio::time::sleep(limit * 6 / 10).await;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut conn = Connection::new(tls, Limits::default());
+    let goodbye = conn.read_frame().await.unwrap().expect("an error frame");
+    assert_eq!(goodbye.as_error().unwrap().0, "timeout", "{goodbye:?}");
+    let waited = start.elapsed();
+    assert!(waited < limit * 13 / 10, "timed out after {waited:?}");
+    srv.stop().await;
+}

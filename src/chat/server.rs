@@ -12,7 +12,7 @@ use tokio_util::codec::Encoder;
 
 use super::link::{Link, Output};
 use super::relay::HistoryOf;
-use super::{ChatError, Event, Message, Relay, Target, UserRef};
+use super::{ChatError, Event, Message, Relay, Target, UserRef, MAX_HISTORY_PAGE};
 use crate::accounts::{Accounts, User};
 use crate::framed::HandlerError;
 use crate::proto::{timed, Connection, ErrorCode, Frame, FrameCodec, ProtoError};
@@ -83,6 +83,23 @@ pub fn text(bytes: Vec<u8>) -> Result<String, ChatError> {
         return Err(ChatError::BadRequest("the message is empty".into()));
     }
     Ok(text)
+}
+
+/// Messages a `history` request returns when it names no `limit`.
+pub const DEFAULT_HISTORY_PAGE: usize = 50;
+
+/// Checks a `history` request's `limit`: 1 to [`MAX_HISTORY_PAGE`], or
+/// absent for the default. Out of range is refused rather than clamped: a
+/// client that asked for 500 and silently got 100 would take the page for
+/// the start of the history.
+pub fn history_limit(limit: Option<i64>) -> Result<usize, ChatError> {
+    match limit {
+        None => Ok(DEFAULT_HISTORY_PAGE),
+        Some(n) if (1..=MAX_HISTORY_PAGE as i64).contains(&n) => Ok(n as usize),
+        Some(n) => Err(ChatError::BadRequest(format!(
+            "\"limit\" must be 1 to {MAX_HISTORY_PAGE}, not {n}"
+        ))),
+    }
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, HandlerError> {
@@ -171,7 +188,7 @@ pub async fn handle(
                 }
             };
             let before = optional_i64(req, "before")?;
-            let limit = optional_i64(req, "limit")?.unwrap_or(50).clamp(1, 100) as usize;
+            let limit = history_limit(optional_i64(req, "limit")?)?;
             let messages = relay.history(&me, of, before, limit).await?;
             (Frame::new("history"), json(&messages)?)
         }
@@ -196,6 +213,14 @@ async fn send(
     accounts: &Accounts,
     idle: Duration,
 ) -> Result<(), HandlerError> {
+    if req.get("text").is_some() {
+        // The WebSocket's form; here the text travels as the body.
+        return Err(ChatError::BadRequest(
+            "on the framed port the text is the body (\"size\" bytes of UTF-8), not a \"text\" field"
+                .into(),
+        )
+        .into());
+    }
     let max = link.relay().settings().max_message;
     if req.body_len() > max as u64 {
         return Err(ChatError::TooLarge {

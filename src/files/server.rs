@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::tls::Stream;
 use serde::Deserialize;
+use sha2::Digest;
 
 use crate::accounts::User;
 use crate::framed::HandlerError;
@@ -48,8 +49,83 @@ struct PutRequest {
     /// The client's identity for its local file (resume key).
     #[serde(default)]
     source: String,
-    /// Present for the inline form: the body follows this header.
+}
+
+/// The hashes a sender gives for the whole file. BLAKE3 is the store's own
+/// (it computes it as the bytes arrive, and `put_ok` reports it); SHA-256 is
+/// accepted too, as the HTTP API accepts `Repr-Digest: sha-256`, for clients
+/// whose language has no BLAKE3 (Python's hashlib, say). At least one is
+/// given; each one given is checked before anything is published.
+struct Expected {
     blake3: Option<String>,
+    sha256: Option<[u8; 32]>,
+}
+
+impl Expected {
+    /// The hashes of a `put_end` or of an inline `put`.
+    fn of(frame: &Frame) -> Result<Expected, HandlerError> {
+        let hex = |key: &str| -> Result<Option<&str>, HandlerError> {
+            match frame.get(key) {
+                None => Ok(None),
+                Some(v) => match v.as_str() {
+                    Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                        Ok(Some(h))
+                    }
+                    _ => Err(HandlerError::refuse(
+                        "bad_request",
+                        format!("\"{key}\" must be 64 hex digits"),
+                    )),
+                },
+            }
+        };
+        let blake3 = hex("blake3")?.map(str::to_string);
+        let sha256 = match hex("sha256")? {
+            None => None,
+            Some(h) => {
+                let mut bytes = [0u8; 32];
+                for (i, byte) in bytes.iter_mut().enumerate() {
+                    *byte = u8::from_str_radix(&h[2 * i..2 * i + 2], 16)
+                        .map_err(|e| HandlerError::refuse("bad_request", e.to_string()))?;
+                }
+                Some(bytes)
+            }
+        };
+        if blake3.is_none() && sha256.is_none() {
+            return Err(HandlerError::refuse(
+                "bad_request",
+                format!(
+                    "{} needs the hash of the whole file: \"blake3\" or \"sha256\" (64 hex digits)",
+                    frame.kind()
+                ),
+            ));
+        }
+        Ok(Expected { blake3, sha256 })
+    }
+}
+
+/// Whether a `put` is the inline form (its hash in the header, the file in
+/// the body).
+fn is_inline(put: &Frame) -> bool {
+    put.kind() == "put" && (put.get("blake3").is_some() || put.get("sha256").is_some())
+}
+
+/// The SHA-256 of a whole file, read from its start.
+fn sha256_of(file: &std::fs::File) -> std::io::Result<[u8; 32]> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; super::TRANSFER_CHUNK];
+    let mut at = 0u64;
+    loop {
+        let n = match file.read_at(&mut buf, at) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(hasher.finalize().into())
 }
 
 fn yes() -> bool {
@@ -94,9 +170,7 @@ pub async fn handle(
 ) -> Result<(), HandlerError> {
     let key = user.key();
     let reply = match req.kind() {
-        "put" if req.get("blake3").is_some() => {
-            return put_inline_batch(conn, req, store, &key, idle).await
-        }
+        "put" if is_inline(req) => return put_inline_batch(conn, req, store, &key, idle).await,
         "put" => return put(conn, req, store, &key, idle).await,
         "get" => return get(conn, req, store, &key, idle).await,
         "ls" => {
@@ -241,16 +315,26 @@ async fn put(
     let end = timed(idle, conn.read_frame())
         .await?
         .ok_or(ProtoError::Truncated)?;
-    let expected = match (end.kind(), end.str("blake3")) {
-        ("put_end", Some(h)) => h.to_string(),
-        _ => {
-            return Err(HandlerError::Fatal {
-                code: ErrorCode::BadRequest,
-                message: "expected put_end with the BLAKE3 hash after the data".into(),
-            })
+    if end.kind() != "put_end" {
+        return Err(HandlerError::Fatal {
+            code: ErrorCode::BadRequest,
+            message: format!("expected put_end after the data, got {}", end.kind()),
+        });
+    }
+    // In step, but unusable: refused, and the partial file kept for a resume.
+    let expected = Expected::of(&end)?;
+    let published = blocking(move || {
+        if let Some(want) = expected.sha256 {
+            let got = sha256_of(&file).map_err(|e| StoreError::Io(format!("reading back: {e}")))?;
+            if got != want {
+                drop(file);
+                upload.discard();
+                return Err(StoreError::ChecksumMismatch);
+            }
         }
-    };
-    let published = blocking(move || upload.finish(file, hasher, written, Some(&expected))).await?;
+        upload.finish(file, hasher, written, expected.blake3.as_deref())
+    })
+    .await?;
     let ok = Frame::new("put_ok")
         .with("path", published.path)
         .with("length", published.length)
@@ -348,9 +432,7 @@ async fn put_inline_batch(
                 _ => Ok(()),
             };
         }
-        let more = conn
-            .peek_buffered()
-            .is_some_and(|next| next.kind() == "put" && next.get("blake3").is_some());
+        let more = conn.peek_buffered().is_some_and(|next| is_inline(&next));
         if !more || requests.len() >= BATCH {
             break;
         }
@@ -408,16 +490,19 @@ async fn stage_inline(
     key: &str,
     idle: Duration,
 ) -> Result<crate::store::Staged, HandlerError> {
-    let body = timed(idle, conn.read_body_to_vec(MAX_INLINE as usize)).await;
-    let body = match body {
-        Ok(b) => b,
-        Err(ProtoError::Remote { message, .. }) => {
-            // Over the inline limit: skip it and refuse.
-            timed(idle, conn.discard_body()).await?;
-            return Err(HandlerError::refuse("bad_request", message));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    if req.body_len() > MAX_INLINE {
+        // Skipped, so the stream stays in step with the next request.
+        timed(idle, conn.discard_body()).await?;
+        return Err(HandlerError::refuse(
+            "too_large",
+            format!(
+                "an inline put carries at most {MAX_INLINE} bytes, this one {}: \
+send larger files with the negotiated put (no hash in the put, put_data after put_ready)",
+                req.body_len()
+            ),
+        ));
+    }
+    let body = timed(idle, conn.read_body_to_vec(MAX_INLINE as usize)).await?;
     let r: PutRequest = parse(req)?;
     let p = path(&r.path)?;
     if body.len() as u64 != r.length {
@@ -426,7 +511,12 @@ async fn stage_inline(
             "an inline put carries exactly `length` body bytes",
         ));
     }
-    let expected = r.blake3.clone().unwrap_or_default();
+    let expected = Expected::of(req)?;
+    if let Some(want) = expected.sha256 {
+        if sha2::Sha256::digest(&body)[..] != want[..] {
+            return Err(StoreError::ChecksumMismatch.into());
+        }
+    }
     let source = Source {
         mtime_ns: r.mtime_ns,
         id: r.source.clone(),
@@ -440,7 +530,7 @@ async fn stage_inline(
         std::io::Write::write_all(&mut file, &body)
             .map_err(|e| StoreError::Io(format!("writing: {e}")))?;
         hasher.update(&body);
-        upload.stage(file, hasher, body.len() as u64, Some(&expected))
+        upload.stage(file, hasher, body.len() as u64, expected.blake3.as_deref())
     })
     .await
 }

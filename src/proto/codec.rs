@@ -289,6 +289,23 @@ mod tests {
     }
 
     #[test]
+    fn type_is_written_first_then_id_then_the_fields_as_added() {
+        let text = |frame: &Frame, body: &[u8]| {
+            let wire = encode_all(&[(frame.clone(), body.to_vec())]);
+            String::from_utf8_lossy(&wire[4..]).into_owned()
+        };
+        let request = Frame::new("put").with("path", "a").with("id", 7);
+        assert_eq!(text(&request, b""), r#"{"type":"put","id":7,"path":"a"}"#);
+        let answer = Frame::error(ErrorCode::BadRequest, "m")
+            .with_body_len(2)
+            .reply_to(&request);
+        assert_eq!(
+            text(&answer, b"ab"),
+            r#"{"type":"error","id":7,"code":"bad_request","message":"m","size":2}ab"#
+        );
+    }
+
+    #[test]
     fn oversize_header_refused_before_allocation() {
         let mut codec = FrameCodec::default();
         let mut buf = BytesMut::from(&u32::MAX.to_be_bytes()[..]);

@@ -110,10 +110,22 @@ impl Frame {
             .with("message", message.into())
     }
 
-    /// Adds or replaces a header field.
+    /// Adds or replaces a header field. Fields are written in the order
+    /// they were first added, except `id`, which always goes right after
+    /// `type` (so a reader of a capture sees what a frame answers first).
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Frame {
-        self.header.insert(key.into(), value.into());
+        if key == "id" {
+            self.set_id(value.into());
+        } else {
+            self.header.insert(key.into(), value.into());
+        }
         self
+    }
+
+    /// Puts `id` right after `type` (`type` is always the first field).
+    fn set_id(&mut self, id: Value) {
+        let at = usize::from(self.header.contains_key("type"));
+        self.header.shift_insert(at, "id".into(), id);
     }
 
     /// Declares a body of `n` bytes (no `size` field when `n` is 0).
@@ -129,7 +141,7 @@ impl Frame {
     /// Copies the request's `id`, if any, so the peer can match the answer.
     pub fn reply_to(mut self, request: &Frame) -> Frame {
         if let Some(id) = request.id() {
-            self.header.insert("id".into(), id.clone());
+            self.set_id(id.clone());
         }
         self
     }
