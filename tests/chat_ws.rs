@@ -1,0 +1,326 @@
+//! The chat WebSocket (`/api/chat`) on the wire, on a real server on port
+//! 0: RFC 6455's closing handshake and protocol violations checked with
+//! hand-built frames, a ping flood that must be back-pressured, and a strict
+//! client (Python's `websockets`) closing cleanly.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use sockit::accounts::{Accounts, Settings as AccountSettings};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A safety net on every wait for the server: no test sleeps.
+const PATIENCE: Duration = Duration::from_secs(10);
+/// The longest WebSocket message the server reads with the default
+/// `chat.max_message` (16 KiB, plus 4 KiB for the JSON around the text:
+/// 20 480 bytes).
+fn max_ws_message() -> usize {
+    sockit::chat::Settings::default().max_message + sockit::chat::ws::JSON_OVERHEAD
+}
+
+/// A session token for a new user `name`.
+async fn token(srv: &common::TestServer, name: &str) -> String {
+    let accounts = Accounts::open(srv.data.path(), AccountSettings::default()).unwrap();
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || {
+        accounts.add_user(&name, "chat test password").unwrap();
+        accounts
+            .login(&name, "chat test password", None)
+            .unwrap()
+            .token
+    })
+    .await
+    .unwrap()
+}
+
+/// Sends the upgrade request for `path` on `s` and reads the `101`.
+async fn upgrade(mut s: TcpStream, addr: SocketAddr, token: &str, path: &str) -> TcpStream {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let b = tokio::time::timeout(PATIENCE, s.read_u8())
+            .await
+            .expect("the upgrade answer")
+            .expect("the upgrade answer ended early");
+        head.push(b);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "the RFC's accept value: {head}"
+    );
+    s
+}
+
+/// Opens the chat socket on `s` and reads its first message, `subscribed`:
+/// the server is then reading the socket.
+async fn open_on(s: TcpStream, addr: SocketAddr, token: &str) -> TcpStream {
+    let mut s = upgrade(s, addr, token, "/api/chat").await;
+    let (op, hello) = read_frame(&mut s).await.expect("the first message");
+    assert_eq!(op, 0x81, "a final text frame");
+    let hello: Value = serde_json::from_slice(&hello).unwrap();
+    assert_eq!(hello["type"], "subscribed", "{hello}");
+    s
+}
+
+async fn open(addr: SocketAddr, token: &str) -> TcpStream {
+    open_on(TcpStream::connect(addr).await.unwrap(), addr, token).await
+}
+
+/// A client frame: `head` is the first byte as sent (FIN, RSV bits,
+/// opcode), the payload is masked unless `masked` is false.
+fn frame(head: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let bit = if masked { 0x80 } else { 0 };
+    let mut f = vec![head];
+    match payload.len() {
+        n @ 0..=125 => f.push(bit | n as u8),
+        n @ 126..=0xffff => {
+            f.push(bit | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(bit | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    } else {
+        f.extend_from_slice(payload);
+    }
+    f
+}
+
+/// A Close frame's payload.
+fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut p = code.to_be_bytes().to_vec();
+    p.extend_from_slice(reason);
+    p
+}
+
+/// Reads one server frame: its first byte and its payload; `None` at EOF
+/// before a frame starts.
+async fn read_frame<S: AsyncRead + Unpin>(s: &mut S) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    let wait = tokio::time::timeout(PATIENCE, s.read(&mut head[..1]))
+        .await
+        .expect("a frame or EOF from the server");
+    if wait.expect("read a frame") == 0 {
+        return None;
+    }
+    s.read_exact(&mut head[1..]).await.expect("a frame header");
+    assert_eq!(head[1] & 0x80, 0, "a server frame is not masked");
+    let len = match head[1] & 0x7f {
+        126 => s.read_u16().await.unwrap() as usize,
+        127 => s.read_u64().await.unwrap() as usize,
+        n => n as usize,
+    };
+    let mut payload = vec![0; len];
+    s.read_exact(&mut payload).await.expect("a frame's payload");
+    Some((head[0], payload))
+}
+
+/// Reads until the server's Close (skipping other frames), then expects
+/// the server to close the connection. Returns the Close's code.
+async fn close_then_eof(s: &mut TcpStream, what: &str) -> u16 {
+    let code = loop {
+        match read_frame(s).await {
+            Some((0x88, p)) => {
+                assert!(p.len() >= 2, "{what}: a Close with a code, got {p:?}");
+                break u16::from_be_bytes([p[0], p[1]]);
+            }
+            Some(_) => continue,
+            None => panic!("{what}: the connection ended without a Close (the browser sees 1006)"),
+        }
+    };
+    let mut rest = Vec::new();
+    let eof = tokio::time::timeout(PATIENCE, s.read_to_end(&mut rest)).await;
+    let eof = eof.unwrap_or_else(|_| panic!("{what}: the server did not close after its Close"));
+    assert!(
+        eof.is_ok() && rest.is_empty(),
+        "{what}: EOF after the Close, got {eof:?} and {} bytes",
+        rest.len()
+    );
+    code
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_its_code_then_the_server_closes_tcp() {
+    let srv = common::start(|_| {}).await;
+    let t = token(&srv, "closer").await;
+    for code in [1000u16, 1001, 3000, 4321] {
+        let mut s = open(srv.web, &t).await;
+        s.write_all(&frame(0x88, &close_payload(code, b"bye"), true))
+            .await
+            .unwrap();
+        let got = close_then_eof(&mut s, &format!("Close {code}")).await;
+        assert_eq!(got, code, "the server echoes the client's code");
+    }
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn protocol_violations_get_1002_1007_or_1009_then_the_tcp_close() {
+    let srv = common::start(|_| {}).await;
+    let t = token(&srv, "breaker").await;
+    let over = vec![b'x'; max_ws_message() + 1];
+    let half = vec![b'x'; max_ws_message() / 2 + 1];
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("an unmasked frame", frame(0x81, b"{}", false), 1002),
+        (
+            "invalid UTF-8 in a text frame",
+            frame(0x81, b"\xff\xfe", true),
+            1007,
+        ),
+        ("reserved data opcode 0x3", frame(0x83, b"{}", true), 1002),
+        ("reserved control opcode 0xb", frame(0x8b, b"", true), 1002),
+        (
+            "RSV1 set without an extension",
+            frame(0xc1, b"{}", true),
+            1002,
+        ),
+        ("a ping of 126 bytes", frame(0x89, &[0; 126], true), 1002),
+        ("a fragmented ping", frame(0x09, b"", true), 1002),
+        (
+            "a continuation with nothing to continue",
+            frame(0x80, b"", true),
+            1002,
+        ),
+        ("a close payload of 1 byte", frame(0x88, &[3], true), 1002),
+        (
+            "close code 1005",
+            frame(0x88, &close_payload(1005, b""), true),
+            1002,
+        ),
+        (
+            "close code 999",
+            frame(0x88, &close_payload(999, b""), true),
+            1002,
+        ),
+        (
+            "close code 5000",
+            frame(0x88, &close_payload(5000, b""), true),
+            1002,
+        ),
+        (
+            "a close reason that is not UTF-8",
+            frame(0x88, &close_payload(1000, b"\xc3\x28"), true),
+            1007,
+        ),
+        (
+            "a text frame of 20 481 bytes, one over the limit",
+            frame(0x81, &over, true),
+            1009,
+        ),
+        (
+            "a message of 20 482 bytes in two fragments",
+            {
+                let mut f = frame(0x01, &half, true);
+                f.extend(frame(0x80, &half, true));
+                f
+            },
+            1009,
+        ),
+    ];
+    for (what, bytes, want) in cases {
+        let mut s = open(srv.web, &t).await;
+        s.write_all(&bytes).await.unwrap();
+        let got = close_then_eof(&mut s, what).await;
+        assert_eq!(got, want, "{what}");
+    }
+    // The violations ended only their own sockets.
+    let mut s = open(srv.web, &t).await;
+    s.write_all(&frame(0x88, &close_payload(1000, b""), true))
+        .await
+        .unwrap();
+    assert_eq!(close_then_eof(&mut s, "a clean close after").await, 1000);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn the_server_closes_with_1001_at_shutdown_and_waits_for_the_clients_close() {
+    let srv = common::start(|_| {}).await;
+    let t = token(&srv, "leaver").await;
+    let mut s = open(srv.web, &t).await;
+    let stop = tokio::spawn(srv.stop());
+    let code = loop {
+        match read_frame(&mut s).await {
+            Some((0x88, p)) => break u16::from_be_bytes([p[0], p[1]]),
+            Some(_) => continue,
+            None => panic!("the connection ended without a Close"),
+        }
+    };
+    assert_eq!(code, 1001);
+    // The server waits for our Close, then closes the connection.
+    s.write_all(&frame(0x88, &close_payload(1001, b""), true))
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(PATIENCE, s.read_to_end(&mut rest))
+        .await
+        .expect("the server closes after the client's Close")
+        .expect("a clean EOF, not a reset");
+    assert!(rest.is_empty(), "nothing after the Close: {rest:?}");
+    tokio::time::timeout(PATIENCE, stop)
+        .await
+        .expect("the server stops")
+        .unwrap();
+}
+
+/// The first `python3` that has the `websockets` module (a pyenv shim may
+/// shadow Debian's `/usr/bin/python3`, which has `python3-websockets`).
+fn python_with_websockets() -> Option<&'static str> {
+    ["python3", "/usr/bin/python3"]
+        .into_iter()
+        .find(|p| common::runs(p, &["-c", "import websockets"]))
+}
+
+#[tokio::test]
+async fn a_strict_client_closes_cleanly_and_gets_the_codes_of_its_faults() {
+    let python = python_with_websockets();
+    if common::missing(
+        "python3 websockets",
+        "apt-get install python3-websockets, or pip install websockets",
+        || python.is_some(),
+    ) {
+        return;
+    }
+    let srv = common::start(|_| {}).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ws/close_handshake.py");
+    let run = tokio::process::Command::new(python.unwrap_or("python3"))
+        .arg(script)
+        .arg(format!("http://{}", srv.web))
+        .arg(max_ws_message().to_string())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the script finishes")
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "tests/ws/close_handshake.py failed:\n{stdout}\n{stderr}"
+    );
+    eprint!("{stdout}");
+    for code in [1000, 1001, 3000, 4321, 1007, 1009] {
+        assert!(
+            stdout.contains(&format!("ok {code}")),
+            "case {code} ran:\n{stdout}"
+        );
+    }
+    srv.stop().await;
+}
