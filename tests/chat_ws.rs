@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use sockit::accounts::{Accounts, Settings as AccountSettings};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -249,6 +249,24 @@ async fn protocol_violations_get_1002_1007_or_1009_then_the_tcp_close() {
     srv.stop().await;
 }
 
+/// Sends `request` on the socket and returns the first answer with an
+/// `id`, or the first `error`.
+async fn call(s: &mut TcpStream, request: &Value) -> Value {
+    s.write_all(&frame(0x81, request.to_string().as_bytes(), true))
+        .await
+        .unwrap();
+    loop {
+        let (op, p) = read_frame(s).await.expect("an answer");
+        if op != 0x81 {
+            continue;
+        }
+        let v: Value = serde_json::from_slice(&p).unwrap();
+        if v.get("id").is_some() || v["type"] == "error" {
+            return v;
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_server_closes_with_1001_at_shutdown_and_waits_for_the_clients_close() {
     let srv = common::start(|_| {}).await;
@@ -277,6 +295,149 @@ async fn the_server_closes_with_1001_at_shutdown_and_waits_for_the_clients_close
         .await
         .expect("the server stops")
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_message_over_64_kib_goes_out_in_fragments_that_join_into_valid_json() {
+    let srv = common::start(|_| {}).await;
+    let t = token(&srv, "talker").await;
+    let mut s = open(srv.web, &t).await;
+    let v = call(&mut s, &json!({"type": "join", "id": 1, "room": "big"})).await;
+    assert_eq!(v["type"], "joined", "{v}");
+    // Two bytes a character: fragments of 64 KiB cut some in half.
+    let text = "é".repeat(sockit::chat::Settings::default().max_message / 2);
+    for id in 2..12 {
+        let send = json!({"type": "send", "id": id, "room": "big", "text": text});
+        let v = call(&mut s, &send).await;
+        assert_eq!(v["type"], "sent", "{v}");
+    }
+    // The replay of those ten is one message of about 164 KiB.
+    let tcp = TcpStream::connect(srv.web).await.unwrap();
+    let mut r = upgrade(tcp, srv.web, &t, "/api/chat?since=0").await;
+    let (mut frames, mut message) = (Vec::new(), Vec::new());
+    loop {
+        let (op, p) = read_frame(&mut r).await.expect("the subscribed message");
+        frames.push((op, p.len()));
+        message.extend(p);
+        if op & 0x80 != 0 {
+            break;
+        }
+    }
+    let (first, rest) = frames.split_first().unwrap();
+    assert!(
+        first.0 == 0x01 && rest.iter().all(|f| f.0 & 0x0f == 0) && frames.len() >= 3,
+        "a text frame then continuations: {frames:?}"
+    );
+    assert!(
+        frames.iter().all(|f| f.1 <= 64 * 1024),
+        "no frame over 64 KiB: {frames:?}"
+    );
+    let hello: Value = serde_json::from_slice(&message).expect("valid UTF-8 and JSON");
+    assert_eq!(hello["type"], "subscribed");
+    let replayed = hello["messages"].as_array().unwrap();
+    assert_eq!(replayed.len(), 10);
+    assert!(replayed.iter().all(|m| m["text"] == text.as_str()));
+    srv.stop().await;
+}
+
+/// Pings sent by the flood test at most: 26 MB of frames.
+const FLOOD_PINGS: usize = 200_000;
+/// A write that makes no progress for this long means the server stopped
+/// reading.
+const STALL: Duration = Duration::from_secs(2);
+
+/// A masked ping of 125 bytes (the most a control frame carries) whose
+/// payload starts with its number.
+fn ping(n: u64) -> Vec<u8> {
+    let mut p = [0u8; 125];
+    p[..8].copy_from_slice(&n.to_be_bytes());
+    frame(0x89, &p, true)
+}
+
+#[tokio::test]
+async fn a_ping_flood_that_reads_no_pong_is_back_pressured_not_buffered() {
+    let srv = common::start(|_| {}).await;
+    let flooder = token(&srv, "flooder").await;
+    let other = token(&srv, "bystander").await;
+    // Small client buffers, so what the kernel absorbs stays small beside
+    // the flood.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(64 * 1024).unwrap();
+    sock.set_send_buffer_size(64 * 1024).unwrap();
+    let s = open_on(sock.connect(srv.web).await.unwrap(), srv.web, &flooder).await;
+    let (mut rd, mut wr) = s.into_split();
+
+    let one = ping(0).len();
+    let mut sent = 0usize; // bytes of pings written
+    let mut next = 0u64; // pings built
+    let mut out = Vec::new();
+    let mut stalled = false;
+    while sent < FLOOD_PINGS * one {
+        if out.is_empty() {
+            for _ in 0..256 {
+                out.extend(ping(next));
+                next += 1;
+            }
+        }
+        match tokio::time::timeout(STALL, wr.write(&out)).await {
+            Ok(Ok(n)) => {
+                out.drain(..n);
+                sent += n;
+            }
+            Ok(Err(e)) => panic!("the server dropped the flooding socket: {e}"),
+            Err(_) => {
+                stalled = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        stalled,
+        "the server read all {FLOOD_PINGS} pings ({sent} bytes) while the client read no pong: \
+         its write side is unbounded (it should stop reading once {} bytes wait to be written)",
+        sockit::chat::ws::MAX_WRITE_BUFFER
+    );
+    let pings = sent / one;
+    eprintln!("the server stopped reading after {pings} pings ({sent} bytes)");
+    assert!(
+        pings < FLOOD_PINGS / 2,
+        "stopped reading after {pings} pings"
+    );
+
+    // Another client is served meanwhile.
+    let mut s2 = open(srv.web, &other).await;
+    let v = call(&mut s2, &json!({"type": "who", "id": 1})).await;
+    assert_eq!(v["type"], "who", "{v}");
+
+    // The flooder reads again: every ping it sent is answered, in order, and
+    // the socket goes on to a clean close.
+    let whole = sent.div_ceil(one);
+    let reader = tokio::spawn(async move {
+        let mut pongs = 0u64;
+        loop {
+            match read_frame(&mut rd).await {
+                Some((0x8a, p)) => {
+                    assert_eq!(p[..8], pongs.to_be_bytes(), "pong {pongs} in order");
+                    pongs += 1;
+                }
+                Some((0x88, p)) => return (pongs, u16::from_be_bytes([p[0], p[1]])),
+                Some(_) => {}
+                None => panic!("EOF after {pongs} pongs, before the Close"),
+            }
+        }
+    });
+    let rest = (whole * one).saturating_sub(sent);
+    wr.write_all(&out[..rest]).await.unwrap();
+    wr.write_all(&frame(0x88, &close_payload(1000, b""), true))
+        .await
+        .unwrap();
+    let (pongs, code) = tokio::time::timeout(PATIENCE * 3, reader)
+        .await
+        .expect("the pongs, then the Close")
+        .unwrap();
+    assert_eq!(pongs as usize, whole, "one pong for each ping sent");
+    assert_eq!(code, 1000);
+    srv.stop().await;
 }
 
 /// The first `python3` that has the `websockets` module (a pyenv shim may

@@ -10,6 +10,11 @@
 //! the TCP connection and waits, for [`CLOSE_TIMEOUT`] at most, for the
 //! client to close its side, so that bytes still arriving cannot reset the
 //! connection under the Close on its way out.
+//!
+//! Writes are bounded: everything written, tungstenite's own pongs
+//! included, is flushed before the next message is read, so a client that
+//! does not read is not read either, and its socket's write buffer stays
+//! within [`MAX_WRITE_BUFFER`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,6 +26,8 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
@@ -44,6 +51,18 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const JSON_OVERHEAD: usize = 4096;
 /// Events written before one flush.
 const WRITE_BATCH: usize = 256;
+/// Bytes queued before they go to the socket (a burst of events in one
+/// write); a flush writes the rest.
+const WRITE_BUFFER: usize = 64 * 1024;
+/// The longest frame the server writes: a longer message (a long history,
+/// a big backlog) goes out in fragments of this size.
+const FRAGMENT: usize = 64 * 1024;
+/// The socket's write buffer never holds more (tungstenite's
+/// `max_write_buffer_size`): what is queued, one fragment, and room for the
+/// control frames tungstenite adds by itself (a pong or a close reply, 127
+/// bytes at most each). A pong that does not fit waits in its place, and a
+/// newer one replaces it.
+pub const MAX_WRITE_BUFFER: usize = WRITE_BUFFER + FRAGMENT + 1024;
 /// How long closing may take once the server has sent or answered a Close:
 /// the client's Close, then its TCP close.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -55,6 +74,8 @@ const MAX_REASON: usize = 123;
 pub fn config(settings: &Settings) -> WebSocketConfig {
     let max = settings.max_message + JSON_OVERHEAD;
     WebSocketConfig::default()
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
 }
@@ -161,12 +182,30 @@ fn close_message(code: u16, reason: &str) -> WsMessage {
 struct Socket<S> {
     ws: WebSocketStream<S>,
     last_heard: Instant,
+    /// A message went out in part (a write given up between its
+    /// fragments): no data frame may follow, only the Close.
+    torn: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
-    /// Queues one text message.
+    /// Queues one text message: one frame, or fragments of [`FRAGMENT`]
+    /// bytes, so that no frame needs more room than that in the buffer.
     async fn feed(&mut self, text: Utf8Bytes) -> Result<(), WsError> {
-        self.ws.feed(WsMessage::Text(text)).await
+        if text.len() <= FRAGMENT {
+            return self.ws.feed(WsMessage::Text(text)).await;
+        }
+        let bytes = Bytes::from(text);
+        self.torn = true;
+        let mut at = 0;
+        while at < bytes.len() {
+            let end = (at + FRAGMENT).min(bytes.len());
+            let opcode = OpCode::Data(if at == 0 { Data::Text } else { Data::Continue });
+            let frame = Frame::message(bytes.slice(at..end), opcode, end == bytes.len());
+            self.ws.feed(WsMessage::Frame(frame)).await?;
+            at = end;
+        }
+        self.torn = false;
+        Ok(())
     }
 
     async fn send_json(&mut self, link: &Link<Option<Value>>, v: &Value) -> Result<(), Close> {
@@ -198,6 +237,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
             self.ws.flush().await
         })
         .await
+    }
+
+    /// Writes what tungstenite queued by itself (a pong).
+    async fn flush(&mut self, link: &Link<Option<Value>>) -> Result<(), Close> {
+        bounded(link, self.ws.flush()).await
     }
 
     async fn ping(&mut self, link: &Link<Option<Value>>) -> Result<(), Close> {
@@ -254,6 +298,7 @@ pub async fn serve<S>(
     let mut socket = Socket {
         ws,
         last_heard: Instant::now(),
+        torn: false,
     };
     let close = match run(&mut socket, &mut link, &accounts, since).await {
         Ok(never) => match never {},
@@ -289,7 +334,11 @@ async fn goodbye<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut Socket<S>, clos
             } else {
                 error_json(&None, &e)
             };
-            match ws.feed(WsMessage::Text(text.to_string().into())).await {
+            let mut said = Ok(());
+            if !socket.torn {
+                said = ws.feed(WsMessage::Text(text.to_string().into())).await;
+            }
+            match said {
                 Ok(()) => ws.send(close_message(code, e.code())).await,
                 Err(e) => Err(e),
             }
@@ -354,7 +403,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         let e = ChatError::BadRequest("send JSON text messages".into());
                         socket.send_json(link, &error_json(&None, &e)).await?;
                     }
-                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+                    // tungstenite has queued the pong: it is written before
+                    // anything more is read, so a client that pings without
+                    // reading stops being read and its pongs cannot pile up.
+                    Some(Ok(WsMessage::Ping(_))) => socket.flush(link).await?,
+                    Some(Ok(WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
                     Some(Ok(WsMessage::Close(_))) => return Err(Close::Answer),
                     Some(Err(e)) => {
                         debug!("chat socket failed: {e}");
