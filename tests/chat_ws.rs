@@ -268,6 +268,28 @@ async fn call(s: &mut TcpStream, request: &Value) -> Value {
 }
 
 #[tokio::test]
+async fn a_request_id_is_a_number_or_a_string_as_on_the_framed_port() {
+    let srv = common::start(|_| {}).await;
+    let t = token(&srv, "ider").await;
+    let mut s = open(srv.web, &t).await;
+    for id in [json!(7), json!("seven"), json!(7.5)] {
+        let v = call(&mut s, &json!({"type": "who", "id": id})).await;
+        assert_eq!(v["type"], "who", "{v}");
+        assert_eq!(v["id"], id, "{v}");
+    }
+    for id in [json!({"a": 1}), json!([1]), json!(null), json!(true)] {
+        let v = call(&mut s, &json!({"type": "who", "id": id})).await;
+        assert_eq!(v["type"], "error", "id {id} is refused: {v}");
+        assert_eq!(v["code"], "bad_request", "{v}");
+        assert!(v.get("id").is_none(), "a refused id is not repeated: {v}");
+    }
+    // And the socket goes on.
+    let v = call(&mut s, &json!({"type": "who", "id": 8})).await;
+    assert_eq!(v["type"], "who", "{v}");
+    srv.stop().await;
+}
+
+#[tokio::test]
 async fn the_server_closes_with_1001_at_shutdown_and_waits_for_the_clients_close() {
     let srv = common::start(|_| {}).await;
     let t = token(&srv, "leaver").await;

@@ -441,7 +441,15 @@ async fn request<S: AsyncRead + AsyncWrite + Unpin>(
             return socket.send_json(link, &error_json(&None, &e)).await;
         }
     };
-    let id = obj.get("id").cloned();
+    // The framed port's rule: an `id` is a number or a string.
+    let id = match obj.get("id") {
+        None => None,
+        Some(id @ (Value::Number(_) | Value::String(_))) => Some(id.clone()),
+        Some(_) => {
+            let e = ChatError::BadRequest("\"id\" must be a number or a string".into());
+            return socket.send_json(link, &error_json(&None, &e)).await;
+        }
+    };
     match answer(socket, link, accounts, &obj, id.clone()).await {
         Ok(Some(mut v)) => {
             if let (Some(id), Some(o)) = (id, v.as_object_mut()) {
