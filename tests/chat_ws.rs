@@ -362,6 +362,77 @@ async fn a_message_over_64_kib_goes_out_in_fragments_that_join_into_valid_json()
     srv.stop().await;
 }
 
+#[tokio::test]
+async fn a_reader_that_stops_is_told_slow_consumer_then_closed_with_1008() {
+    let srv = common::start(|c| {
+        c.chat.queue_bytes = 64 * 1024;
+        c.chat.slow_timeout = Duration::from_millis(500);
+        c.chat.rate = 0.0;
+    })
+    .await;
+    let slow_token = token(&srv, "slow").await;
+    let fast_token = token(&srv, "fast").await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut slow = open_on(sock.connect(srv.web).await.unwrap(), srv.web, &slow_token).await;
+    let v = call(&mut slow, &json!({"type": "join", "id": 1, "room": "r"})).await;
+    assert_eq!(v["type"], "joined", "{v}");
+    let mut fast = open(srv.web, &fast_token).await;
+    let v = call(&mut fast, &json!({"type": "join", "id": 1, "room": "r"})).await;
+    assert_eq!(v["type"], "joined", "{v}");
+    // `slow` reads nothing from now on; `fast` sends until the relay
+    // drops `slow` and tells `fast` it went offline.
+    let text = "x".repeat(16 * 1024);
+    let mut id = 1;
+    'flood: while id < 5000 {
+        id += 1;
+        let send = json!({"type": "send", "id": id, "room": "r", "text": text});
+        fast.write_all(&frame(0x81, send.to_string().as_bytes(), true))
+            .await
+            .unwrap();
+        loop {
+            let (op, p) = read_frame(&mut fast).await.expect("fast's socket");
+            if op != 0x81 {
+                continue;
+            }
+            let v: Value = serde_json::from_slice(&p).unwrap();
+            if v["type"] == "presence" && v["user"] == "slow" && v["online"] == false {
+                break 'flood;
+            }
+            if v["id"] == id {
+                assert_eq!(v["type"], "sent", "{v}");
+                break;
+            }
+        }
+    }
+    assert!(id < 5000, "the relay never dropped the reader that stopped");
+    // `slow` reads again: its messages, the error, then the Close, which
+    // it answers; then the server closes the connection.
+    let mut told = false;
+    let code = loop {
+        match read_frame(&mut slow).await {
+            Some((0x81, p)) => {
+                let v: Value = serde_json::from_slice(&p).unwrap();
+                told |= v["type"] == "error" && v["code"] == "slow_consumer";
+            }
+            Some((0x88, p)) => break u16::from_be_bytes([p[0], p[1]]),
+            Some(_) => {}
+            None => panic!("the connection ended without a Close"),
+        }
+    };
+    assert!(told, "slow_consumer before the Close");
+    assert_eq!(code, 1008);
+    slow.write_all(&frame(0x88, &close_payload(1008, b""), true))
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(PATIENCE, slow.read_to_end(&mut rest))
+        .await
+        .expect("the server closes after the client's Close")
+        .expect("a clean EOF, not a reset");
+    srv.stop().await;
+}
+
 /// Pings sent by the flood test at most: 26 MB of frames.
 const FLOOD_PINGS: usize = 200_000;
 /// A write that makes no progress for this long means the server stopped

@@ -317,38 +317,43 @@ pub async fn serve<S>(
 /// then the TCP close (RFC 6455 7.1.1): the server half-closes first and
 /// discards what still comes until the client closes its side.
 async fn goodbye<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut Socket<S>, close: Close) {
-    let ws = &mut socket.ws;
+    if let Close::Gone = close {
+        return;
+    }
     // Whether ours starts the closing handshake, which the client's Close
     // ends.
     let ours = matches!(close, Close::Say(..) | Close::Shutdown);
-    let sent = match close {
-        Close::Gone => return,
-        Close::Answer => ws.flush().await,
-        Close::Fail(code, reason) => {
-            debug!("chat socket broke the protocol ({code}): {reason}");
-            ws.send(close_message(code, &reason)).await
-        }
-        Close::Say(code, e) => {
-            let text = if code == 1008 {
-                json!({"type": "error", "code": "slow_consumer", "message": e.to_string()})
-            } else {
-                error_json(&None, &e)
-            };
-            let mut said = Ok(());
-            if !socket.torn {
-                said = ws.feed(WsMessage::Text(text.to_string().into())).await;
+    let torn = socket.torn;
+    let ws = &mut socket.ws;
+    let sent = async {
+        match close {
+            Close::Gone => {}
+            Close::Answer => ws.flush().await?,
+            Close::Fail(code, reason) => {
+                debug!("chat socket broke the protocol ({code}): {reason}");
+                ws.send(close_message(code, &reason)).await?
             }
-            match said {
-                Ok(()) => ws.send(close_message(code, e.code())).await,
-                Err(e) => Err(e),
+            Close::Say(code, e) => {
+                let text = if code == 1008 {
+                    json!({"type": "error", "code": "slow_consumer", "message": e.to_string()})
+                } else {
+                    error_json(&None, &e)
+                };
+                // After a message cut between fragments only a control
+                // frame may follow.
+                if !torn {
+                    ws.feed(WsMessage::Text(text.to_string().into())).await?;
+                }
+                ws.send(close_message(code, e.code())).await?
+            }
+            Close::Shutdown => {
+                ws.send(close_message(1001, "server is shutting down"))
+                    .await?
             }
         }
-        Close::Shutdown => {
-            ws.send(close_message(1001, "server is shutting down"))
-                .await
-        }
+        Ok::<_, WsError>(())
     };
-    if let Err(e) = sent {
+    if let Err(e) = sent.await {
         debug!("chat socket: the close was not written: {e}");
         return;
     }
