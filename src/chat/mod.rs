@@ -129,7 +129,7 @@ pub struct Delivered {
     /// The complete framed-protocol message (length, header, body).
     framed: OnceLock<Bytes>,
     /// The WebSocket JSON text.
-    json: OnceLock<axum::extract::ws::Utf8Bytes>,
+    json: OnceLock<tokio_tungstenite::tungstenite::Utf8Bytes>,
 }
 
 impl Delivered {
@@ -149,7 +149,7 @@ impl Delivered {
     }
 
     /// The WebSocket encoding: `{"type":"message",...,"text":...}`.
-    pub fn json(&self) -> &axum::extract::ws::Utf8Bytes {
+    pub fn json(&self) -> &tokio_tungstenite::tungstenite::Utf8Bytes {
         self.json
             .get_or_init(|| ws::encode_message(&self.message).into())
     }

@@ -1,19 +1,42 @@
 //! The chat over WebSocket, for the browser (`GET /api/chat` on the web
 //! port): the same relay and the same [`Link`] as the framed port, with
 //! requests and events as JSON text messages (docs/http-api.md).
+//!
+//! The socket keeps RFC 6455's rules for ending: a client's Close is
+//! answered with the same code; a client that breaks the protocol gets a
+//! Close with 1002, 1007 or 1009 and nothing it sends after is read; the
+//! server's own Closes (1001 at shutdown, 1008 for a slow reader, 1011)
+//! wait for the client's. Every Close is flushed, then the server half-closes
+//! the TCP connection and waits, for [`CLOSE_TIMEOUT`] at most, for the
+//! client to close its side, so that bytes still arriving cannot reset the
+//! connection under the Close on its way out.
+//!
+//! Writes are bounded: everything written, tungstenite's own pongs
+//! included, is flushed before the next message is read, so a client that
+//! does not read is not read either, and its socket's write buffer stays
+//! within [`MAX_WRITE_BUFFER`].
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
-use futures_util::SinkExt as _;
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
 use super::link::{Link, Output};
 use super::relay::HistoryOf;
 use super::server::{find_user, target, text};
-use super::{ChatError, Event, Message, Relay, UserRef};
+use super::{ChatError, Event, Message, Relay, Settings, UserRef};
 use crate::accounts::Accounts;
 
 /// How often the server pings the browser.
@@ -22,10 +45,40 @@ pub const PING_EVERY: Duration = Duration::from_secs(30);
 const SILENCE: Duration = Duration::from_secs(90);
 /// How long one write may wait for the browser to take it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Room over `max_message` for the JSON around the text.
+/// Room over `max_message` for the JSON around the text: the longest
+/// WebSocket message (and frame) the server reads is `max_message` plus
+/// this; a longer one is closed with 1009.
 pub const JSON_OVERHEAD: usize = 4096;
 /// Events written before one flush.
 const WRITE_BATCH: usize = 256;
+/// Bytes queued before they go to the socket (a burst of events in one
+/// write); a flush writes the rest.
+const WRITE_BUFFER: usize = 64 * 1024;
+/// The longest frame the server writes: a longer message (a long history,
+/// a big backlog) goes out in fragments of this size.
+const FRAGMENT: usize = 64 * 1024;
+/// The socket's write buffer never holds more (tungstenite's
+/// `max_write_buffer_size`): what is queued, one fragment, and room for the
+/// control frames tungstenite adds by itself (a pong or a close reply, 127
+/// bytes at most each). A pong that does not fit waits in its place, and a
+/// newer one replaces it.
+pub const MAX_WRITE_BUFFER: usize = WRITE_BUFFER + FRAGMENT + 1024;
+/// How long closing may take once the server has sent or answered a Close:
+/// the client's Close, then its TCP close.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest close reason (RFC 6455 5.5: a control frame carries 125 bytes,
+/// two of them the code).
+const MAX_REASON: usize = 123;
+
+/// The WebSocket settings of a chat socket.
+pub fn config(settings: &Settings) -> WebSocketConfig {
+    let max = settings.max_message + JSON_OVERHEAD;
+    WebSocketConfig::default()
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
 
 #[derive(Serialize)]
 struct Typed<'a, T: Serialize> {
@@ -82,36 +135,86 @@ fn answer_json(id: Option<Value>, r: Result<super::Sent, ChatError>) -> Value {
     }
 }
 
-/// Why the socket is closing.
+/// How the socket ends.
 enum Close {
-    /// The browser went away or broke the protocol: just stop.
-    Quiet,
-    /// Say this (an error event, then a close frame) and stop.
+    /// The client went away, or cannot be written to: nothing more to say.
+    Gone,
+    /// The client sent a Close; tungstenite has queued the reply (the same
+    /// code, or 1002 for a code a Close may not carry).
+    Answer,
+    /// The client broke the protocol (RFC 6455 7.1.7): a Close with this
+    /// code and reason, and nothing the client sends after it is read.
+    Fail(u16, String),
+    /// Say this (an error event, then a Close with the code), and wait for
+    /// the client's Close.
     Say(u16, ChatError),
-    /// The server is stopping.
+    /// The server is stopping: a Close with 1001, and wait for the client's.
     Shutdown,
 }
 
-struct Socket {
-    ws: WebSocket,
-    last_heard: Instant,
+/// The Close for a failed read, or `None` when the client has just gone.
+fn violation(e: &WsError) -> Option<Close> {
+    let code = match e {
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return None,
+        WsError::Protocol(_) => 1002,
+        WsError::Utf8(_) => 1007,
+        WsError::Capacity(_) => 1009,
+        _ => return None,
+    };
+    let mut reason = e.to_string();
+    if reason.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    Some(Close::Fail(code, reason))
 }
 
-impl Socket {
-    async fn send(&mut self, link: &Link<Option<Value>>, msg: WsMessage) -> Result<(), Close> {
-        let kick = link.kick_signal();
-        tokio::select! {
-            biased;
-            r = tokio::time::timeout(WRITE_TIMEOUT, self.ws.send(msg)) => match r {
-                Ok(Ok(())) => Ok(()),
-                _ => Err(Close::Quiet),
-            },
-            _ = kick => Err(kicked(link)),
+fn close_message(code: u16, reason: &str) -> WsMessage {
+    WsMessage::Close(Some(CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    }))
+}
+
+struct Socket<S> {
+    ws: WebSocketStream<S>,
+    last_heard: Instant,
+    /// A message went out in part (a write given up between its
+    /// fragments): no data frame may follow, only the Close.
+    torn: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
+    /// Queues one text message: one frame, or fragments of [`FRAGMENT`]
+    /// bytes, so that no frame needs more room than that in the buffer.
+    async fn feed(&mut self, text: Utf8Bytes) -> Result<(), WsError> {
+        if text.len() <= FRAGMENT {
+            return self.ws.feed(WsMessage::Text(text)).await;
         }
+        let bytes = Bytes::from(text);
+        self.torn = true;
+        let mut at = 0;
+        while at < bytes.len() {
+            let end = (at + FRAGMENT).min(bytes.len());
+            let opcode = OpCode::Data(if at == 0 { Data::Text } else { Data::Continue });
+            let frame = Frame::message(bytes.slice(at..end), opcode, end == bytes.len());
+            self.ws.feed(WsMessage::Frame(frame)).await?;
+            at = end;
+        }
+        self.torn = false;
+        Ok(())
     }
 
     async fn send_json(&mut self, link: &Link<Option<Value>>, v: &Value) -> Result<(), Close> {
-        self.send(link, WsMessage::Text(v.to_string().into())).await
+        let text = Utf8Bytes::from(v.to_string());
+        bounded(link, async {
+            self.feed(text).await?;
+            self.ws.flush().await
+        })
+        .await
     }
 
     /// Writes an event and whatever else is queued now, then flushes once.
@@ -120,29 +223,53 @@ impl Socket {
         link: &mut Link<Option<Value>>,
         first: Event,
     ) -> Result<(), Close> {
-        let mut batch = vec![WsMessage::Text(event_text(&first))];
+        let mut batch = vec![event_text(&first)];
         while batch.len() < WRITE_BATCH {
             match link.try_next_event() {
-                Some(e) => batch.push(WsMessage::Text(event_text(&e))),
+                Some(e) => batch.push(event_text(&e)),
                 None => break,
             }
         }
-        let kick = link.kick_signal();
-        let ws = &mut self.ws;
-        let write = async move {
-            for m in batch {
-                ws.feed(m).await?;
+        bounded(link, async {
+            for text in batch {
+                self.feed(text).await?;
             }
-            ws.flush().await
-        };
-        tokio::select! {
-            biased;
-            r = tokio::time::timeout(WRITE_TIMEOUT, write) => match r {
-                Ok(Ok(())) => Ok(()),
-                _ => Err(Close::Quiet),
-            },
-            _ = kick => Err(kicked(link)),
-        }
+            self.ws.flush().await
+        })
+        .await
+    }
+
+    /// Writes what tungstenite queued by itself (a pong).
+    async fn flush(&mut self, link: &Link<Option<Value>>) -> Result<(), Close> {
+        bounded(link, self.ws.flush()).await
+    }
+
+    async fn ping(&mut self, link: &Link<Option<Value>>) -> Result<(), Close> {
+        bounded(link, self.ws.send(WsMessage::Ping(Bytes::new()))).await
+    }
+}
+
+/// Runs a write for [`WRITE_TIMEOUT`] at most, unless the relay kicks the
+/// connection first.
+async fn bounded(
+    link: &Link<Option<Value>>,
+    write: impl Future<Output = Result<(), WsError>>,
+) -> Result<(), Close> {
+    let kick = link.kick_signal();
+    tokio::select! {
+        biased;
+        r = tokio::time::timeout(WRITE_TIMEOUT, write) => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                debug!("chat socket write failed: {e}");
+                Err(Close::Gone)
+            }
+            Err(_) => {
+                debug!("chat socket not read for {WRITE_TIMEOUT:?}: closing it");
+                Err(Close::Gone)
+            }
+        },
+        _ = kick => Err(kicked(link)),
     }
 }
 
@@ -157,56 +284,98 @@ fn kicked(link: &Link<Option<Value>>) -> Close {
 }
 
 /// Serves one authenticated chat socket until it closes.
-pub async fn serve(
-    ws: WebSocket,
+pub async fn serve<S>(
+    ws: WebSocketStream<S>,
     relay: Relay,
     accounts: Accounts,
     user: UserRef,
     since: Option<i64>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let name = user.name.clone();
     let mut link: Link<Option<Value>> = Link::new(relay, user);
     let mut socket = Socket {
         ws,
         last_heard: Instant::now(),
+        torn: false,
     };
-    let close = run(&mut socket, &mut link, &accounts, since)
+    let close = match run(&mut socket, &mut link, &accounts, since).await {
+        Ok(never) => match never {},
+        Err(close) => close,
+    };
+    if tokio::time::timeout(CLOSE_TIMEOUT, goodbye(&mut socket, close))
         .await
-        .err()
-        .unwrap_or(Close::Quiet);
-    let frame = match close {
-        Close::Quiet => None,
-        Close::Shutdown => Some((1001, "server is shutting down".to_string())),
-        Close::Say(code, e) => {
-            let text = if code == 1008 {
-                json!({"type": "error", "code": "slow_consumer", "message": e.to_string()})
-            } else {
-                error_json(&None, &e)
-            };
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                socket.ws.send(WsMessage::Text(text.to_string().into())),
-            )
-            .await;
-            Some((code, e.code().to_string()))
-        }
-    };
-    if let Some((code, reason)) = frame {
-        let close = WsMessage::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }));
-        let _ = tokio::time::timeout(Duration::from_secs(1), socket.ws.send(close)).await;
+        .is_err()
+    {
+        debug!(user = %name, "chat socket: the client did not close within {CLOSE_TIMEOUT:?}");
     }
     debug!(user = %name, "chat socket closed");
 }
 
-async fn run(
-    socket: &mut Socket,
+/// Ends the socket as `close` says: the Close sent or answered and flushed,
+/// then the TCP close (RFC 6455 7.1.1): the server half-closes first and
+/// discards what still comes until the client closes its side.
+async fn goodbye<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut Socket<S>, close: Close) {
+    if let Close::Gone = close {
+        return;
+    }
+    // Whether ours starts the closing handshake, which the client's Close
+    // ends.
+    let ours = matches!(close, Close::Say(..) | Close::Shutdown);
+    let torn = socket.torn;
+    let ws = &mut socket.ws;
+    let sent = async {
+        match close {
+            Close::Gone => {}
+            Close::Answer => ws.flush().await?,
+            Close::Fail(code, reason) => {
+                debug!("chat socket broke the protocol ({code}): {reason}");
+                ws.send(close_message(code, &reason)).await?
+            }
+            Close::Say(code, e) => {
+                let text = if code == 1008 {
+                    json!({"type": "error", "code": "slow_consumer", "message": e.to_string()})
+                } else {
+                    error_json(&None, &e)
+                };
+                // After a message cut between fragments only a control
+                // frame may follow.
+                if !torn {
+                    ws.feed(WsMessage::Text(text.to_string().into())).await?;
+                }
+                ws.send(close_message(code, e.code())).await?
+            }
+            Close::Shutdown => {
+                ws.send(close_message(1001, "server is shutting down"))
+                    .await?
+            }
+        }
+        Ok::<_, WsError>(())
+    };
+    if let Err(e) = sent.await {
+        debug!("chat socket: the close was not written: {e}");
+        return;
+    }
+    if ours {
+        // Messages before the client's Close are dropped; tungstenite ends
+        // the stream after it.
+        while let Some(Ok(_)) = ws.next().await {}
+    }
+    let io = ws.get_mut();
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let mut discard = [0u8; 4096];
+    while matches!(io.read(&mut discard).await, Ok(n) if n > 0) {}
+}
+
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut Socket<S>,
     link: &mut Link<Option<Value>>,
     accounts: &Accounts,
     since: Option<i64>,
-) -> Result<(), Close> {
+) -> Result<Infallible, Close> {
     let (rooms, backlog, truncated, last) = match link.subscribe(since).await {
         Ok(s) => s,
         Err(e) => return Err(Close::Say(1011, e)),
@@ -231,7 +400,7 @@ async fn run(
                 Output::Kicked => return Err(kicked(link)),
                 Output::Closed => return Err(Close::Shutdown),
             },
-            msg = socket.ws.recv(), if !saturated => {
+            msg = socket.ws.next(), if !saturated => {
                 socket.last_heard = Instant::now();
                 match msg {
                     Some(Ok(WsMessage::Text(t))) => request(socket, link, accounts, t.as_str()).await?,
@@ -239,28 +408,33 @@ async fn run(
                         let e = ChatError::BadRequest("send JSON text messages".into());
                         socket.send_json(link, &error_json(&None, &e)).await?;
                     }
-                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
-                    Some(Ok(WsMessage::Close(_))) | None => return Ok(()),
+                    // tungstenite has queued the pong: it is written before
+                    // anything more is read, so a client that pings without
+                    // reading stops being read and its pongs cannot pile up.
+                    Some(Ok(WsMessage::Ping(_))) => socket.flush(link).await?,
+                    Some(Ok(WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+                    Some(Ok(WsMessage::Close(_))) => return Err(Close::Answer),
                     Some(Err(e)) => {
                         debug!("chat socket failed: {e}");
-                        return Err(Close::Quiet);
+                        return Err(violation(&e).unwrap_or(Close::Gone));
                     }
+                    None => return Err(Close::Gone),
                 }
             }
             _ = ping.tick() => {
                 if socket.last_heard.elapsed() > SILENCE {
                     debug!("chat socket silent for {SILENCE:?}: closing it");
-                    return Err(Close::Quiet);
+                    return Err(Close::Gone);
                 }
-                socket.send(link, WsMessage::Ping(Default::default())).await?;
+                socket.ping(link).await?;
             }
         }
     }
 }
 
 /// Handles one JSON request.
-async fn request(
-    socket: &mut Socket,
+async fn request<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut Socket<S>,
     link: &mut Link<Option<Value>>,
     accounts: &Accounts,
     text_in: &str,
@@ -272,7 +446,15 @@ async fn request(
             return socket.send_json(link, &error_json(&None, &e)).await;
         }
     };
-    let id = obj.get("id").cloned();
+    // The framed port's rule: an `id` is a number or a string.
+    let id = match obj.get("id") {
+        None => None,
+        Some(id @ (Value::Number(_) | Value::String(_))) => Some(id.clone()),
+        Some(_) => {
+            let e = ChatError::BadRequest("\"id\" must be a number or a string".into());
+            return socket.send_json(link, &error_json(&None, &e)).await;
+        }
+    };
     match answer(socket, link, accounts, &obj, id.clone()).await {
         Ok(Some(mut v)) => {
             if let (Some(id), Some(o)) = (id, v.as_object_mut()) {
@@ -295,8 +477,8 @@ fn need<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str, ChatError
 }
 
 /// The answer to a request; `Ok(None)` when it comes later (send).
-async fn answer(
-    socket: &mut Socket,
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut Socket<S>,
     link: &mut Link<Option<Value>>,
     accounts: &Accounts,
     obj: &Map<String, Value>,

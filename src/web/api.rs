@@ -476,10 +476,7 @@ async fn chat_socket(
     lease: Option<axum::Extension<super::ConnLease>>,
     query: Result<axum::extract::Query<ChatQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
-    upgrade: Result<
-        axum::extract::ws::WebSocketUpgrade,
-        axum::extract::ws::rejection::WebSocketUpgradeRejection,
-    >,
+    upgrade: Result<super::upgrade::Upgrade, super::upgrade::NotWebSocket>,
 ) -> ApiResult {
     let q = query
         .map_err(|_| ApiError::bad_request("since must be an integer (a message seq)"))?
@@ -496,17 +493,14 @@ async fn chat_socket(
     // A page on another site must not open a socket with the cookie.
     same_origin(&headers)?;
     let who = st.auth(&Method::GET, &headers).await?;
-    let max = relay.settings().max_message + crate::chat::ws::JSON_OVERHEAD;
+    let config = crate::chat::ws::config(relay.settings());
     let accounts = st.api.accounts.clone();
     let user = crate::chat::UserRef::from(&who.user);
-    Ok(upgrade
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| async move {
-            // The socket counts as its connection until it closes.
-            let _lease = lease;
-            crate::chat::ws::serve(socket, relay, accounts, user, q.since).await
-        }))
+    Ok(upgrade.respond(config, move |socket| async move {
+        // The socket counts as its connection until it closes.
+        let _lease = lease;
+        crate::chat::ws::serve(socket, relay, accounts, user, q.since).await
+    }))
 }
 
 async fn stats(State(st): State<ApiState>, req: Request) -> ApiResult {

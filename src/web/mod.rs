@@ -16,6 +16,7 @@
 //!   compression, listings, a small-file cache.
 //! - [`api`]: the JSON API over the accounts and the file store.
 //! - [`app`]: the browser app's embedded files.
+//! - [`upgrade`]: the WebSocket opening handshake, for the chat socket.
 
 pub mod api;
 pub mod app;
@@ -23,6 +24,7 @@ pub mod body;
 pub mod range;
 pub mod sealed;
 pub mod site;
+pub mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
