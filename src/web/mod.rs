@@ -16,6 +16,9 @@
 //!   compression, listings, a small-file cache.
 //! - [`api`]: the JSON API over the accounts and the file store.
 //! - [`app`]: the browser app's embedded files.
+//! - [`user_content`]: how the bytes users uploaded are served (a sandbox
+//!   policy, a type that cannot script, their digests), by every path that
+//!   serves them.
 
 pub mod api;
 pub mod app;
@@ -23,6 +26,7 @@ pub mod body;
 pub mod range;
 pub mod sealed;
 pub mod site;
+pub mod user_content;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -169,6 +173,8 @@ impl Web {
             site::not_found_page()
         };
         let headers = response.headers_mut();
+        // A response that set its own policy keeps it: the sandbox of
+        // user content above all ([`user_content::mark`]).
         let csp = if dynamic {
             HeaderValue::from_static(APP_CSP)
         } else {
