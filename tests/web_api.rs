@@ -632,7 +632,7 @@ async fn uploads_are_served_so_that_they_cannot_run_script() {
     use reqwest::Method as M;
     let page = "<!doctype html><script>fetch('/api/whoami')</script><script src=evil.js></script>";
     // name, bytes, Content-Type sent, inline allowed when asked.
-    let files: [(&str, &[u8], &str, bool); 6] = [
+    let files: [(&str, &[u8], &str, bool); 7] = [
         (
             "evil.html",
             page.as_bytes(),
@@ -661,6 +661,12 @@ async fn uploads_are_served_so_that_they_cannot_run_script() {
             "report.pdf",
             b"%PDF-1.4 not really",
             "application/pdf",
+            true,
+        ),
+        (
+            "tone.wav",
+            b"RIFF\0\0\0\0WAVE not really",
+            "audio/wav",
             true,
         ),
         (
@@ -721,7 +727,14 @@ async fn uploads_are_served_so_that_they_cannot_run_script() {
                     _ => 200,
                 };
                 assert_eq!(r.status(), want_status, "{at}");
-                assert_eq!(header(&r, "content-security-policy"), SANDBOX_CSP, "{at}");
+                // Media keep this origin (still without scripts) for the
+                // browser's own player page, which fetches them with CORS.
+                let want_csp = if content_type.starts_with("audio/") {
+                    format!("{SANDBOX_CSP} allow-same-origin")
+                } else {
+                    SANDBOX_CSP.to_string()
+                };
+                assert_eq!(header(&r, "content-security-policy"), want_csp, "{at}");
                 assert_eq!(header(&r, "x-content-type-options"), "nosniff", "{at}");
                 assert_eq!(
                     header(&r, "cross-origin-resource-policy"),

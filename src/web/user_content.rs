@@ -6,7 +6,9 @@
 //!
 //! - [`USER_CONTENT_CSP`]: `sandbox` gives a document opened anyway a unique
 //!   opaque origin with scripts, forms, plugins and popups off, and
-//!   `default-src 'none'` lets it load nothing but images and media.
+//!   `default-src 'none'` lets it load nothing but images and media. Audio
+//!   and video get [`USER_MEDIA_CSP`], the same sandbox keeping this origin
+//!   (scripts still off), for the browsers' own player page.
 //! - A `Content-Type` under which a browser can only display or save it
 //!   ([`Presentation::of`]): images, audio, video and PDF keep their type;
 //!   every textual type (HTML, CSS, JavaScript, XML, JSON, source code) is
@@ -37,6 +39,14 @@ use crate::store::digest::Digests;
 /// (image, text, PDF), whose pages style themselves inline.
 pub const USER_CONTENT_CSP: &str =
     "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'; sandbox";
+/// The policy of a user's audio or video file: [`USER_CONTENT_CSP`] with
+/// `allow-same-origin`, and still no `allow-scripts`. A browser shows such a
+/// file in a page of its own whose player fetches it again with CORS
+/// (Chromium's `<video crossorigin>`), which a page of an opaque origin
+/// cannot pass; with `nosniff` and an audio or video type, that page holds
+/// nothing of the file's but the player, and no script runs in it.
+pub const USER_MEDIA_CSP: &str = "default-src 'none'; img-src 'self'; media-src 'self'; \
+     style-src 'unsafe-inline'; sandbox allow-same-origin";
 
 /// `Repr-Digest` (RFC 9530): the SHA-256 of the whole file.
 pub const REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
@@ -52,6 +62,9 @@ pub struct Presentation {
     /// Whether a browser may show it in its window (`inline`): only types
     /// that cannot run script.
     pub displayable: bool,
+    /// Its `Content-Security-Policy`: [`USER_CONTENT_CSP`], or
+    /// [`USER_MEDIA_CSP`] for audio and video.
+    pub csp: &'static str,
 }
 
 impl Presentation {
@@ -66,6 +79,7 @@ impl Presentation {
             content_type: HeaderValue::from_str(essence)
                 .unwrap_or(HeaderValue::from_static("application/octet-stream")),
             displayable,
+            csp: USER_CONTENT_CSP,
         };
         let is_xml = subtype == "xml" || suffix == Some("xml");
         let textual = kind == "text"
@@ -80,11 +94,15 @@ impl Presentation {
             // SVG is a document that runs script; as an `<img>` it cannot,
             // and that needs its type.
             "image" if is_xml => own(false),
-            "image" | "audio" | "video" => own(true),
+            "image" => own(true),
+            "audio" | "video" => Presentation {
+                csp: USER_MEDIA_CSP,
+                ..own(true)
+            },
             _ if essence == "application/pdf" => own(true),
             _ if textual => Presentation {
                 content_type: HeaderValue::from_static("text/plain; charset=utf-8"),
-                displayable: true,
+                ..own(true)
             },
             _ => own(false),
         }
@@ -98,7 +116,7 @@ impl Presentation {
 pub fn mark(headers: &mut HeaderMap, presentation: &Presentation, name: &str, inline: bool) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(USER_CONTENT_CSP),
+        HeaderValue::from_static(presentation.csp),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -233,6 +251,19 @@ mod tests {
         let h = mark_of("photo.png", true);
         assert_eq!(h[header::CONTENT_SECURITY_POLICY], USER_CONTENT_CSP);
         assert!(USER_CONTENT_CSP.ends_with("; sandbox"));
+        for media in ["song.mp3", "clip.webm"] {
+            assert_eq!(
+                mark_of(media, true)[header::CONTENT_SECURITY_POLICY],
+                USER_MEDIA_CSP
+            );
+        }
+        assert!(USER_MEDIA_CSP.ends_with("; sandbox allow-same-origin"));
+        for other in ["page.html", "logo.svg", "doc.pdf", "tool.exe"] {
+            assert_eq!(
+                mark_of(other, true)[header::CONTENT_SECURITY_POLICY],
+                USER_CONTENT_CSP
+            );
+        }
         assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert_eq!(h["cross-origin-resource-policy"], "same-origin");
         assert_eq!(h["cross-origin-opener-policy"], "same-origin");
