@@ -323,12 +323,16 @@ async function drive() {
     // player fetches it again (with CORS, and the session cookie).
     if (engine !== "firefox") {
       res = await open("/api/files/tone.wav?inline=1");
+      await page
+        .waitForFunction(() => {
+          const m = document.querySelector("video, audio");
+          return m && m.readyState >= 1 && Math.abs(m.duration - 0.5) < 0.05;
+        })
+        .catch((e) => {
+          throw new Error(`the sound does not load in the browser's player: ${e.message}\n  console: ${consoleLines.join("\n  ")}`);
+        });
       const csp = res.headers()["content-security-policy"];
       assert(csp === SANDBOX_CSP + " allow-same-origin", `tone.wav: Content-Security-Policy ${JSON.stringify(csp)}`);
-      await page.waitForFunction(() => {
-        const m = document.querySelector("video, audio");
-        return m && m.readyState >= 1 && Math.abs(m.duration - 0.5) < 0.05;
-      });
       await noAttack("tone.wav");
     }
   });
