@@ -614,7 +614,10 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
 
 /// `Repr-Digest: sha-256=:BASE64:` (RFC 9530).
 fn parse_sha256(headers: &HeaderMap) -> ApiResult<Option<[u8; 32]>> {
-    let Some(v) = headers.get("repr-digest").and_then(|v| v.to_str().ok()) else {
+    let Some(v) = headers
+        .get(super::user_content::REPR_DIGEST)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok(None);
     };
     for item in v.split(',') {
@@ -722,7 +725,7 @@ async fn upload(State(st): State<ApiState>, req: Request) -> ApiResult {
     }
     let source = source_of(req.uri(), headers)?;
     let blake3_hex = headers
-        .get("x-sockit-blake3")
+        .get(super::user_content::BLAKE3_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if blake3_hex
