@@ -109,9 +109,9 @@ impl Presentation {
     }
 }
 
-/// Marks a response as a user's file called `name`: the headers above, and
-/// `Content-Disposition` (inline when `inline` is asked and the type cannot
-/// script). Its `Content-Type` is the caller's, taken from `presentation`
+/// Marks a response as a user's file called `name`: the policy of its
+/// presentation, `nosniff`, CORP and COOP, and `Content-Disposition`
+/// (inline when `inline` is asked and the type cannot script). Its `Content-Type` is the caller's, taken from `presentation`
 /// (a multipart range response names it in each part).
 pub fn mark(headers: &mut HeaderMap, presentation: &Presentation, name: &str, inline: bool) {
     headers.insert(
