@@ -599,6 +599,327 @@ async fn quota_is_checked_before_any_byte_is_stored() {
     srv.stop().await;
 }
 
+/// The policy every byte a user uploaded is served with (docs/http-api.md).
+const SANDBOX_CSP: &str =
+    "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'; sandbox";
+
+/// Logs `user` in with a password for a session cookie, as the app does;
+/// returns the `Cookie` header value.
+async fn cookie(srv: &common::TestServer, user: &str) -> String {
+    let r = http()
+        .post(format!("http://{}/api/login", srv.web))
+        .json(&json!({ "name": user, "password": "correct horse" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_string()
+}
+
+/// A header's text, or "" when absent.
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers()
+        .get(name)
+        .map_or("", |v| v.to_str().unwrap_or("<not text>"))
+}
+
+#[tokio::test]
+async fn uploads_are_served_so_that_they_cannot_run_script() {
+    let srv = common::start(|_| {}).await;
+    let s = bearer(&srv, "ivan").await;
+    let session = cookie(&srv, "ivan").await;
+    use reqwest::Method as M;
+    let page = "<!doctype html><script>fetch('/api/whoami')</script><script src=evil.js></script>";
+    // name, bytes, Content-Type sent, inline allowed when asked.
+    let files: [(&str, &[u8], &str, bool); 7] = [
+        (
+            "evil.html",
+            page.as_bytes(),
+            "text/plain; charset=utf-8",
+            true,
+        ),
+        (
+            "evil.js",
+            b"fetch('/api/whoami')",
+            "text/plain; charset=utf-8",
+            true,
+        ),
+        (
+            "evil.svg",
+            b"<svg xmlns='http://www.w3.org/2000/svg'><script>fetch('/api/whoami')</script></svg>",
+            "image/svg+xml",
+            false,
+        ),
+        (
+            "photo.png",
+            b"\x89PNG\r\n\x1a\n not really",
+            "image/png",
+            true,
+        ),
+        (
+            "report.pdf",
+            b"%PDF-1.4 not really",
+            "application/pdf",
+            true,
+        ),
+        (
+            "tone.wav",
+            b"RIFF\0\0\0\0WAVE not really",
+            "audio/wav",
+            true,
+        ),
+        (
+            "blob.bin",
+            b"\x00\x01\x02\x03\x04",
+            "application/octet-stream",
+            false,
+        ),
+    ];
+    for (name, bytes, _, _) in &files {
+        let r = s
+            .req(M::PUT, &format!("/api/files/{name}"))
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{name}: {:?}", body(r).await);
+    }
+    for (name, bytes, content_type, inline_ok) in files {
+        for by_cookie in [false, true] {
+            let auth = |rb: reqwest::RequestBuilder| {
+                if by_cookie {
+                    rb.header("cookie", &session)
+                } else {
+                    rb.bearer_auth(&s.token)
+                }
+            };
+            let url = |q: &str| s.url(&format!("/api/files/{name}{q}"));
+            let etag = header(&auth(s.c.get(url(""))).send().await.unwrap(), "etag").to_string();
+            let requests = [
+                ("GET", auth(s.c.get(url("")))),
+                ("GET ?inline=1", auth(s.c.get(url("?inline=1")))),
+                ("HEAD ?inline=1", auth(s.c.head(url("?inline=1")))),
+                (
+                    "GET a range ?inline=1",
+                    auth(s.c.get(url("?inline=1"))).header("range", "bytes=1-3"),
+                ),
+                (
+                    "GET two ranges ?inline=1",
+                    auth(s.c.get(url("?inline=1"))).header("range", "bytes=0-0,2-3"),
+                ),
+                (
+                    "GET 304 ?inline=1",
+                    auth(s.c.get(url("?inline=1"))).header("if-none-match", &etag),
+                ),
+                (
+                    "GET 416 ?inline=1",
+                    auth(s.c.get(url("?inline=1"))).header("range", "bytes=999-"),
+                ),
+            ];
+            for (what, rb) in requests {
+                let r = rb.send().await.unwrap();
+                let at = format!("{what} {name} (by cookie: {by_cookie})");
+                let want_status = match what {
+                    w if w.contains("range") => 206,
+                    w if w.contains("304") => 304,
+                    w if w.contains("416") => 416,
+                    _ => 200,
+                };
+                assert_eq!(r.status(), want_status, "{at}");
+                // Media keep this origin (still without scripts) for the
+                // browser's own player page, which fetches them with CORS.
+                let want_csp = if content_type.starts_with("audio/") {
+                    format!("{SANDBOX_CSP} allow-same-origin")
+                } else {
+                    SANDBOX_CSP.to_string()
+                };
+                assert_eq!(header(&r, "content-security-policy"), want_csp, "{at}");
+                assert_eq!(header(&r, "x-content-type-options"), "nosniff", "{at}");
+                assert_eq!(
+                    header(&r, "cross-origin-resource-policy"),
+                    "same-origin",
+                    "{at}"
+                );
+                assert_eq!(
+                    header(&r, "cross-origin-opener-policy"),
+                    "same-origin",
+                    "{at}"
+                );
+                let disposition = header(&r, "content-disposition");
+                let inline = what.contains("inline") && inline_ok;
+                let want = if inline { "inline;" } else { "attachment;" };
+                assert!(disposition.starts_with(want), "{at}: {disposition}");
+                match want_status {
+                    200 | 206 if what.contains("two ranges") => {
+                        let ct = header(&r, "content-type").to_string();
+                        assert!(ct.starts_with("multipart/byteranges"), "{at}: {ct}");
+                        let text = String::from_utf8_lossy(&r.bytes().await.unwrap()).to_string();
+                        assert!(
+                            text.contains(&format!("Content-Type: {content_type}\r\n")),
+                            "{at}: {text:?}"
+                        );
+                    }
+                    200 | 206 => {
+                        assert_eq!(header(&r, "content-type"), content_type, "{at}");
+                        let got = r.bytes().await.unwrap();
+                        match what {
+                            w if w.starts_with("HEAD") => assert!(got.is_empty(), "{at}"),
+                            w if w.contains("range") => assert_eq!(got[..], bytes[1..4], "{at}"),
+                            _ => assert_eq!(got[..], bytes[..], "{at}"),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    // The app and the API's own answers keep the app's policy; the site its own.
+    let r = s
+        .req(M::GET, "/api/files/nothing-here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(header(&r, "content-security-policy").contains("script-src 'self'"));
+    let r = http()
+        .get(format!("http://{}/", srv.web))
+        .send()
+        .await
+        .unwrap();
+    assert!(!header(&r, "content-security-policy").contains("sandbox"));
+    srv.stop().await;
+}
+
+/// `Repr-Digest: sha-256=:BASE64:` of `data`.
+fn repr_digest(data: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(data));
+    format!("sha-256=:{b64}:")
+}
+
+#[tokio::test]
+async fn downloads_carry_the_digests_of_the_whole_file() {
+    let srv = common::start(|_| {}).await;
+    let s = bearer(&srv, "judy").await;
+    use reqwest::Method as M;
+    // The digests of `data` on a whole download, HEAD, one range and two.
+    let check = |path: &'static str, data: Vec<u8>, sha: bool| {
+        let s = &s;
+        async move {
+            let want_sha = if sha {
+                repr_digest(&data)
+            } else {
+                String::new()
+            };
+            let want_blake3 = blake3::hash(&data).to_hex().to_string();
+            let url = format!("/api/files/{path}");
+            let cases = [
+                (s.req(M::GET, &url), 200),
+                (s.req(M::HEAD, &url), 200),
+                (s.req(M::GET, &url).header("range", "bytes=10-19"), 206),
+                (s.req(M::GET, &url).header("range", "bytes=0-0,-5"), 206),
+            ];
+            for (i, (rb, status)) in cases.into_iter().enumerate() {
+                let r = rb.send().await.unwrap();
+                assert_eq!(r.status(), status, "{path} case {i}");
+                assert_eq!(header(&r, "repr-digest"), want_sha, "{path} case {i}");
+                assert_eq!(
+                    header(&r, "x-sockit-blake3"),
+                    want_blake3,
+                    "{path} case {i}"
+                );
+                if i == 0 {
+                    assert_eq!(r.bytes().await.unwrap()[..], data[..]);
+                } else if i == 2 {
+                    assert_eq!(r.bytes().await.unwrap()[..], data[10..20]);
+                }
+            }
+        }
+    };
+
+    // Over HTTP in one request, even without a digest sent.
+    let data = pattern(700_000, 11);
+    let r = s
+        .req(M::PUT, "/api/files/one.bin")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    check("one.bin", data, true).await;
+
+    // In two chunks (the app's way): the digests cover the whole file.
+    let data = pattern(1_500_000, 12);
+    let total = data.len();
+    for (from, to) in [(0, 999_999), (1_000_000, total - 1)] {
+        let r = s
+            .req(M::PUT, "/api/files/chunked.bin")
+            .header("x-sockit-upload-id", "chunked")
+            .header("content-range", format!("bytes {from}-{to}/{total}"))
+            .header("repr-digest", repr_digest(&data))
+            .body(data[from..=to].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status() == 202 || r.status() == 201, "{}", r.status());
+    }
+    check("chunked.bin", data.clone(), true).await;
+    // Moved, the file keeps them.
+    let r = s
+        .req(M::POST, "/api/mkdir")
+        .json(&json!({ "path": "dir" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = s
+        .req(M::POST, "/api/mv")
+        .json(&json!({ "from": "chunked.bin", "to": "dir/moved.bin" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    check("dir/moved.bin", data, true).await;
+
+    // Over the framed port: its BLAKE3 only (it computes no SHA-256).
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("up.bin");
+    let data = pattern(300_000, 13);
+    std::fs::write(&local, &data).unwrap();
+    let mut framed = FramedClient::connect(&srv.framed.to_string(), &sockit::tls::Transport::Plain)
+        .await
+        .unwrap();
+    framed.auth(&s.token).await.unwrap();
+    framed
+        .put_file(&local, "framed.bin", false, true, &ProgressBar::hidden())
+        .await
+        .unwrap();
+    check("framed.bin", data, false).await;
+
+    // Replaced over HTTP: the new file's digests.
+    let data = pattern(200_000, 14);
+    let r = s
+        .req(M::PUT, "/api/files/framed.bin?overwrite=1")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    check("framed.bin", data, true).await;
+
+    // Changed behind the store's back: no digest rather than a wrong one.
+    let on_disk = srv.data.path().join("files/judy/one.bin");
+    let mut changed = std::fs::read(&on_disk).unwrap();
+    changed[0] ^= 0xff;
+    std::fs::write(&on_disk, &changed).unwrap();
+    let r = s.req(M::GET, "/api/files/one.bin").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "repr-digest"), "");
+    assert_eq!(header(&r, "x-sockit-blake3"), "");
+    assert_eq!(r.bytes().await.unwrap()[..], changed[..]);
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn one_store_for_http_and_the_framed_protocol() {
     let srv = common::start(|_| {}).await;

@@ -12,7 +12,13 @@
 //!   ways in a room and directly, markup shown as text, a refused send,
 //!   history, a dropped socket resumed with `?since=`, presence, phone size,
 //!   logout closing the socket), in both browsers over HTTP, and in Chromium
-//!   again over HTTPS (wss://).
+//!   again over HTTPS (wss://);
+//! - `tests/browser/uploads.test.mjs`, uploaded files that try to use the
+//!   viewer's session (an HTML page opened inline, the script it loads, the
+//!   same script loaded by a page of the site, an SVG) and get nowhere, with
+//!   the same page on the static site as the control that does; and the
+//!   inline previews (image, text, PDF, sound) working under the sandbox, in
+//!   both browsers over HTTP.
 //!
 //! Over HTTPS the scripts get the server's self-signed certificate
 //! (`SOCKIT_CA`) and Chromium trusts its key only (`tests/browser/trust.mjs`).
@@ -148,6 +154,24 @@ async fn app_test(browser: Browser, tls: bool) {
     srv.stop().await;
 }
 
+/// Runs `uploads.test.mjs` in `browser`, with the static site's folder to
+/// put its control pages in.
+async fn uploads_test(browser: Browser) {
+    if skipped(browser) {
+        return;
+    }
+    let (srv, mut env) = server_for(false, &[("alice", "correct horse battery")]).await;
+    let site = srv.data.path().join("public");
+    env.extend([
+        ("SOCKIT_BROWSER", browser.name().into()),
+        ("SOCKIT_USER", "alice".into()),
+        ("SOCKIT_PASSWORD", "correct horse battery".into()),
+        ("SOCKIT_SITE", site.display().to_string()),
+    ]);
+    run_node("uploads.test.mjs", &env).await;
+    srv.stop().await;
+}
+
 /// Runs `chat.test.mjs` in `browser`, over HTTPS (and its socket over
 /// wss://) when `tls`.
 async fn chat_test(browser: Browser, tls: bool) {
@@ -187,6 +211,18 @@ async fn the_app_works_in_headless_firefox() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_works_in_headless_chromium_over_https() {
     app_test(Browser::Chromium, true).await;
+}
+
+/// Issue 15: an uploaded page opened inline cannot act with the viewer's
+/// session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_files_cannot_run_script_in_headless_chromium() {
+    uploads_test(Browser::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_files_cannot_run_script_in_headless_firefox() {
+    uploads_test(Browser::Firefox).await;
 }
 
 /// The issue's scenario: a user in the browser and a user of the framed

@@ -10,7 +10,10 @@
 //! file. An interrupted upload leaves its partial file behind; the next
 //! upload of the same source (same path, length and modification time)
 //! resumes from it. Partial files untouched for `partial_ttl` are removed.
+//! A published file carries its hashes ([`digest`]): the BLAKE3 every
+//! upload computes, and a SHA-256 when the transport gave one.
 
+pub mod digest;
 pub mod path;
 
 use std::collections::{HashMap, HashSet};
@@ -556,6 +559,7 @@ impl Store {
             partial_name: key,
             mtime_ns: source.mtime_ns,
             file: Some((std_file, hasher)),
+            sha256: None,
             guard,
         })
     }
@@ -730,6 +734,9 @@ pub struct Upload {
     /// The partial file, positioned at `offset`, and the hash of its
     /// first `offset` bytes; taken by the writer.
     file: Option<(std::fs::File, blake3::Hasher)>,
+    /// The whole file's SHA-256, when the transport computed one: recorded
+    /// with the file at publish ([`digest`]).
+    sha256: Option<[u8; 32]>,
     guard: UploadGuard,
 }
 
@@ -765,6 +772,13 @@ impl Upload {
     /// also go into the hasher.
     pub fn take_writer(&mut self) -> Option<(std::fs::File, blake3::Hasher)> {
         self.file.take()
+    }
+
+    /// The SHA-256 of the whole file, computed by the caller from what it
+    /// wrote: recorded with the file when it is published, beside its
+    /// BLAKE3, so downloads can name both.
+    pub fn set_sha256(&mut self, digest: [u8; 32]) {
+        self.sha256 = Some(digest);
     }
 
     /// Makes what was written so far durable, so the offset a client is
@@ -841,7 +855,8 @@ impl Upload {
                 self.length
             )));
         }
-        let actual = hasher.finalize().to_hex().to_string();
+        let hash = hasher.finalize();
+        let actual = hash.to_hex().to_string();
         if expected_hex.is_some_and(|e| !actual.eq_ignore_ascii_case(e.trim())) {
             drop(file);
             let _ = self.partial_dir.remove_file(&self.partial_name);
@@ -852,6 +867,16 @@ impl Upload {
             // Keep the source's modification time, as scp -p and rsync -t do.
             let when = UNIX_EPOCH + Duration::from_nanos(self.mtime_ns as u64);
             file.set_modified(when).map_err(io)?;
+        }
+        // After the last write and the time: the record names both. Without
+        // it (a file system with no user attributes) the file is served
+        // without digests, so a failure here fails nothing.
+        let digests = digest::Digests {
+            blake3: hash,
+            sha256: self.sha256,
+        };
+        if let Err(e) = digest::record(&file, &digests) {
+            debug!(path = %self.path, "the file's digests are not recorded: {e}");
         }
         Ok(Staged {
             upload: self,
@@ -1007,6 +1032,50 @@ mod tests {
         s.remove("u", &to, false).unwrap();
         assert_eq!(s.used("u").unwrap(), 0);
         assert!(s.list("u", &RemotePath::root(), false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn published_files_carry_their_digests() {
+        use sha2::Digest as _;
+        let (_d, s) = store(Settings::default());
+        let recorded = |path: &str| {
+            let (f, _, _) = s.open_read("u", &RemotePath::parse(path).unwrap()).unwrap();
+            digest::recorded(&f)
+        };
+        put(&s, "a", b"hello", false).unwrap();
+        let want = digest::Digests {
+            blake3: blake3::hash(b"hello"),
+            sha256: None,
+        };
+        assert_eq!(recorded("a"), Some(want));
+
+        // Replaced, with the SHA-256 a transport computed; then moved.
+        let p = RemotePath::parse("a").unwrap();
+        let mut up = s.begin_upload("u", &p, 3, &src(2), true, false).unwrap();
+        let (mut file, mut hasher) = up.take_writer().unwrap();
+        file.write_all(b"abc").unwrap();
+        hasher.update(b"abc");
+        let sha: [u8; 32] = sha2::Sha256::digest(b"abc").into();
+        up.set_sha256(sha);
+        up.finish(file, hasher, 3, None).unwrap();
+        let to = RemotePath::parse("moved/b").unwrap();
+        s.mkdir("u", &to.parent(), true).unwrap();
+        s.rename("u", &p, &to, false).unwrap();
+        let want = digest::Digests {
+            blake3: blake3::hash(b"abc"),
+            sha256: Some(sha),
+        };
+        assert_eq!(recorded("moved/b"), Some(want));
+
+        // Published in a batch (the framed port's inline puts).
+        let p = RemotePath::parse("c").unwrap();
+        let mut up = s.begin_upload("u", &p, 2, &src(3), false, false).unwrap();
+        let (mut file, mut hasher) = up.take_writer().unwrap();
+        file.write_all(b"xy").unwrap();
+        hasher.update(b"xy");
+        let staged = up.stage(file, hasher, 2, None).unwrap();
+        assert!(commit_batch(vec![staged]).pop().unwrap().is_ok());
+        assert_eq!(recorded("c").map(|d| d.blake3), Some(blake3::hash(b"xy")));
     }
 
     #[test]

@@ -572,36 +572,23 @@ async fn download(State(st): State<ApiState>, req: Request) -> ApiResult {
     let store = st.store()?;
     let (path, _) = path_after(req.uri(), "/api/files/")?;
     let (k, p) = (who.user.key(), path.clone());
-    let (file, meta) = blocking(move || {
+    let (file, meta, digests) = blocking(move || {
         let (file, _, _) = store.open_read(&k, &p)?;
         let meta = file.metadata().map_err(|e| StoreError::Io(e.to_string()))?;
-        Ok((file, meta))
+        let digests = crate::store::digest::recorded(&file);
+        Ok((file, meta, digests))
     })
     .await?;
     let name = path.name().unwrap_or("download");
-    let (content_type, _) = super::site::content_type_of(name);
-    let mut r = super::site::send_file(req.method(), req.headers(), file, &meta, content_type);
-    let disposition = if query_flag(req.uri(), "inline") {
-        "inline"
-    } else {
-        "attachment"
-    };
-    let encoded = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
-    let ascii: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || ".-_ ".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{disposition}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
-    )) {
-        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
-    }
+    let mut r = super::user_content::send(
+        req.method(),
+        req.headers(),
+        file,
+        &meta,
+        name,
+        query_flag(req.uri(), "inline"),
+        digests.as_ref(),
+    );
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-cache"),
@@ -621,7 +608,10 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
 
 /// `Repr-Digest: sha-256=:BASE64:` (RFC 9530).
 fn parse_sha256(headers: &HeaderMap) -> ApiResult<Option<[u8; 32]>> {
-    let Some(v) = headers.get("repr-digest").and_then(|v| v.to_str().ok()) else {
+    let Some(v) = headers
+        .get(super::user_content::REPR_DIGEST)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok(None);
     };
     for item in v.split(',') {
@@ -729,7 +719,7 @@ async fn upload(State(st): State<ApiState>, req: Request) -> ApiResult {
     }
     let source = source_of(req.uri(), headers)?;
     let blake3_hex = headers
-        .get("x-sockit-blake3")
+        .get(super::user_content::BLAKE3_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if blake3_hex
@@ -807,17 +797,19 @@ async fn upload(State(st): State<ApiState>, req: Request) -> ApiResult {
             .into_response());
     }
     let published = blocking(move || {
-        if let Some(want) = sha256 {
-            let mut f = file
-                .try_clone()
-                .map_err(|e| StoreError::Io(e.to_string()))?;
-            let got = sha256_of(&mut f).map_err(|e| StoreError::Io(e.to_string()))?;
-            if got != want {
-                drop(file);
-                up.discard();
-                return Err(StoreError::ChecksumMismatch);
-            }
+        // Computed from what was stored (all chunks of a resumed upload), to
+        // check the client's digest if it sent one and to be recorded with
+        // the file for downloads either way.
+        let mut f = file
+            .try_clone()
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        let got = sha256_of(&mut f).map_err(|e| StoreError::Io(e.to_string()))?;
+        if sha256.is_some_and(|want| got != want) {
+            drop(file);
+            up.discard();
+            return Err(StoreError::ChecksumMismatch);
         }
+        up.set_sha256(got);
         up.finish(file, hasher, written, blake3_hex.as_deref())
     })
     .await?;

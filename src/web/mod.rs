@@ -17,6 +17,9 @@
 //! - [`api`]: the JSON API over the accounts and the file store.
 //! - [`app`]: the browser app's embedded files.
 //! - [`upgrade`]: the WebSocket opening handshake, for the chat socket.
+//! - [`user_content`]: how the bytes users uploaded are served (a sandbox
+//!   policy, a type that cannot script, their digests), by every path that
+//!   serves them.
 
 pub mod api;
 pub mod app;
@@ -25,6 +28,7 @@ pub mod range;
 pub mod sealed;
 pub mod site;
 pub mod upgrade;
+pub mod user_content;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -171,6 +175,8 @@ impl Web {
             site::not_found_page()
         };
         let headers = response.headers_mut();
+        // A response that set its own policy keeps it: the sandbox of
+        // user content above all ([`user_content::mark`]).
         let csp = if dynamic {
             HeaderValue::from_static(APP_CSP)
         } else {
