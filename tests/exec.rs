@@ -107,7 +107,7 @@ async fn exec_with(
         let data = data.to_vec();
         tokio::spawn(async move {
             for piece in data.chunks(1000) {
-                tx.send(Bytes::copy_from_slice(piece)).await.unwrap();
+                tx.send(Ok(Bytes::copy_from_slice(piece))).await.unwrap();
             }
             // Dropping the sender is the end of stdin.
         });
@@ -682,6 +682,15 @@ fn a_killed_cli_client_leaves_no_process_behind() {
         (out.status.code(), out.stdout.as_slice()),
         (Some(0), &b"through stdin"[..])
     );
+    // A stdin that cannot be read (a folder: read() is EISDIR) is an error,
+    // not an empty input the program runs on as if it had ended.
+    let out = cli(&["exec", "--server", &srv.addr, "--", "cat"])
+        .stdin(std::fs::File::open(config.path()).unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert!(err.contains("reading stdin failed"), "{err}");
     let out = cli(&[
         "exec",
         "--server",

@@ -89,7 +89,7 @@ pub async fn run(
     conn: &mut Connection<Stream>,
     argv: &[String],
     timeout: Option<f64>,
-    mut stdin: Option<mpsc::Receiver<Bytes>>,
+    mut stdin: Option<mpsc::Receiver<std::io::Result<Bytes>>>,
     sinks: Sinks<'_>,
     on_start: Option<OnStart<'_>>,
 ) -> Result<Finished, ClientError> {
@@ -184,7 +184,10 @@ pub async fn run(
                 Err(e) => break Err(ProtoError::Io(e).into()),
             },
             chunk = recv(&mut stdin), if out.is_empty() && !eof_sent => match chunk {
-                Some(data) => {
+                // The command must not run on with its input cut short as
+                // if it had ended: that is an error, not an end of file.
+                Some(Err(e)) => break Err(ClientError::Other(format!("reading stdin failed: {e}"))),
+                Some(Ok(data)) => {
                     let _ = enc.encode(&Frame::new("stdin").with_body_len(data.len() as u64), &mut out);
                     let _ = enc.encode(&data[..], &mut out);
                 }
@@ -214,8 +217,11 @@ pub async fn run(
     }
 }
 
-/// The next stdin chunk; `None` at its end (and forever without stdin).
-async fn recv(stdin: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
+/// The next stdin chunk (or the error that ended it); `None` at its end
+/// (and forever without stdin).
+async fn recv(
+    stdin: &mut Option<mpsc::Receiver<std::io::Result<Bytes>>>,
+) -> Option<std::io::Result<Bytes>> {
     match stdin {
         Some(rx) => rx.recv().await,
         None => None,
@@ -223,8 +229,9 @@ async fn recv(stdin: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
 }
 
 /// Reads this process's stdin on a thread of its own (blocking reads, as a
-/// terminal or pipe needs), a bounded number of chunks ahead.
-pub fn stdin_reader() -> mpsc::Receiver<Bytes> {
+/// terminal or pipe needs), a bounded number of chunks ahead; a read that
+/// fails is the last item.
+pub fn stdin_reader() -> mpsc::Receiver<std::io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel(STDIN_DEPTH);
     std::thread::spawn(move || {
         let mut input = std::io::stdin().lock();
@@ -234,13 +241,15 @@ pub fn stdin_reader() -> mpsc::Receiver<Bytes> {
                 Ok(0) => break,
                 Ok(n) => {
                     buf.truncate(n);
-                    if tx.blocking_send(Bytes::from(buf)).is_err() {
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                         break;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                // An unreadable stdin ends like an empty one.
-                Err(_) => break,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
             }
         }
     });
