@@ -241,6 +241,7 @@ fn step(
     stream: &std::net::TcpStream,
     t: &mut Transformer,
     pending: &mut Vec<u8>,
+    tally: &mut Tally<'_>,
 ) -> io::Result<Step> {
     BUFFERS.with(|cell| {
         let mut bufs = cell.borrow_mut();
@@ -273,6 +274,7 @@ fn step(
                 Err(e) => return Err(e),
             }
         }
+        tally.add(n, written);
         pending.extend_from_slice(&reply[written..]);
         Ok(match (n, pending.is_empty()) {
             (0, _) => Step::Eof,
@@ -282,6 +284,56 @@ fn step(
             (_, false) => Step::Partial,
         })
     })
+}
+
+/// Bytes a connection moves between two additions to its service's shared
+/// counters: touching them on every round trip would bounce their cache
+/// line between the cores.
+const TALLY_STEP: u64 = 64 * 1024;
+
+/// Bytes of one connection not yet added to its service's counters: added
+/// every [`TALLY_STEP`] and when the connection ends (the drop), so `sockit
+/// stats` is exact once a connection is over and at most 64 KiB behind for
+/// one that is open.
+struct Tally<'a> {
+    counters: &'a server::Counters,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl<'a> Tally<'a> {
+    fn new(counters: &'a server::Counters) -> Tally<'a> {
+        Tally {
+            counters,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    fn add(&mut self, read: usize, written: usize) {
+        self.bytes_in += read as u64;
+        self.bytes_out += written as u64;
+        if self.bytes_in + self.bytes_out >= TALLY_STEP {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.bytes_in > 0 {
+            self.counters.add_in(self.bytes_in as usize);
+        }
+        if self.bytes_out > 0 {
+            self.counters.add_out(self.bytes_out as usize);
+        }
+        self.bytes_in = 0;
+        self.bytes_out = 0;
+    }
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// The TCP side of the echo service.
@@ -313,6 +365,7 @@ async fn serve_tcp(stream: TcpStream, mode: Mode, ctx: &ConnCtx) -> io::Result<(
     let fd = unsafe { AsyncFd::register(std_stream) }?;
     let mut t = Transformer::new(mode);
     let mut pending = Vec::new();
+    let mut tally = Tally::new(&ctx.counters);
     // One idle watch and one shutdown waiter for the connection's life, not
     // a timer per message (a timer wheel entry per message cost about a
     // tenth of the server's CPU per round trip).
@@ -333,7 +386,7 @@ async fn serve_tcp(stream: TcpStream, mode: Mode, ctx: &ConnCtx) -> io::Result<(
         };
         activity.fetch_add(1, Ordering::Relaxed);
         loop {
-            match step(fd.get_ref(), &mut t, &mut pending)? {
+            match step(fd.get_ref(), &mut t, &mut pending, &mut tally)? {
                 Step::WouldBlock | Step::Done { drained: true } => {
                     guard.clear_ready();
                     break;
@@ -342,11 +395,11 @@ async fn serve_tcp(stream: TcpStream, mode: Mode, ctx: &ConnCtx) -> io::Result<(
                 Step::Partial => {
                     // The peer reads slower than it writes: wait until it
                     // takes the reply before reading more (bounded memory).
-                    write_pending(&fd, &mut pending, ctx).await?;
+                    write_pending(&fd, &mut pending, ctx, &mut tally).await?;
                 }
                 Step::Eof => {
                     // Half-close honoured: finish replying, then close.
-                    write_pending(&fd, &mut pending, ctx).await?;
+                    write_pending(&fd, &mut pending, ctx, &mut tally).await?;
                     fd.get_ref().shutdown(std::net::Shutdown::Write)?;
                     return Ok(());
                 }
@@ -361,6 +414,7 @@ async fn write_pending(
     fd: &AsyncFd<std::net::TcpStream>,
     pending: &mut Vec<u8>,
     ctx: &ConnCtx,
+    tally: &mut Tally<'_>,
 ) -> io::Result<()> {
     let mut written = 0;
     while written < pending.len() {
@@ -374,7 +428,10 @@ async fn write_pending(
             }
         };
         match guard.try_io(|s| s.get_ref().write(&pending[written..])) {
-            Ok(Ok(n)) => written += n,
+            Ok(Ok(n)) => {
+                written += n;
+                tally.add(0, n);
+            }
             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
             Ok(Err(e)) => return Err(e),
             Err(_would_block) => {}
@@ -386,8 +443,14 @@ async fn write_pending(
 }
 
 /// Serves UDP echo on `socket` until `shutdown` fires: one reply datagram per
-/// request datagram, to its sender, including for empty datagrams.
-pub async fn serve_udp(socket: UdpSocket, mode: Mode, shutdown: CancellationToken) {
+/// request datagram, to its sender, including for empty datagrams. Bytes
+/// received and sent go to `counters`, with the TCP side's.
+pub async fn serve_udp(
+    socket: UdpSocket,
+    mode: Mode,
+    shutdown: CancellationToken,
+    counters: Arc<server::Counters>,
+) {
     match socket.local_addr() {
         Ok(addr) => info!(service = "echo", %addr, "listening (udp)"),
         Err(e) => warn!(
@@ -402,6 +465,7 @@ pub async fn serve_udp(socket: UdpSocket, mode: Mode, shutdown: CancellationToke
     for _ in 0..workers {
         let socket = socket.clone();
         let shutdown = shutdown.clone();
+        let counters = counters.clone();
         tasks.spawn(async move {
             let mut buf = vec![0u8; 65_536];
             let mut out = Vec::with_capacity(65_536);
@@ -423,8 +487,10 @@ pub async fn serve_udp(socket: UdpSocket, mode: Mode, shutdown: CancellationToke
                     Transformer::datagram(mode, &buf[..n], &mut out);
                     &out
                 };
-                if let Err(e) = socket.send_to(reply, peer).await {
-                    debug!(%peer, "udp reply failed: {e}");
+                counters.add_in(n);
+                match socket.send_to(reply, peer).await {
+                    Ok(sent) => counters.add_out(sent),
+                    Err(e) => debug!(%peer, "udp reply failed: {e}"),
                 }
             }
         });
@@ -453,7 +519,8 @@ pub async fn run_counted(
     shutdown: CancellationToken,
     counters: Arc<server::Counters>,
 ) {
-    let udp_task = udp.map(|s| tokio::spawn(serve_udp(s, mode, shutdown.clone())));
+    let udp_task =
+        udp.map(|s| tokio::spawn(serve_udp(s, mode, shutdown.clone(), counters.clone())));
     if let Some(listener) = tcp {
         let handler = EchoHandler { mode };
         server::serve_counted("echo", listener, handler, limits, shutdown, counters).await;

@@ -115,6 +115,19 @@ pub struct Disk {
     pub free: u64,
 }
 
+impl Disk {
+    /// How full it is, as `df` says in its `Use%` column: in use out of what
+    /// users can have (in use plus available, the blocks reserved for root
+    /// left out), rounded up to a whole percent.
+    pub fn use_percent(&self) -> f64 {
+        let usable = self.used.saturating_add(self.free);
+        if usable == 0 {
+            return 0.0;
+        }
+        (self.used as f64 * 100.0 / usable as f64).ceil()
+    }
+}
+
 /// One network interface.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Interface {
@@ -174,6 +187,11 @@ struct HostSample {
     rss: u64,
 }
 
+/// A CPU or network reading older than this is taken again before the
+/// sample, so that the figures describe the last moments, not the average
+/// since the previous request.
+const STALE_READING: Duration = Duration::from_secs(2);
+
 /// sysinfo's state between samples (CPU use and network rates are
 /// differences from the previous sample).
 struct Sampler {
@@ -207,9 +225,19 @@ impl Sampler {
                 return s.clone();
             }
         }
-        // CPU use needs some time between two readings to mean anything.
+        // CPU use and network rates are differences between two readings:
+        // they need some time between them to mean anything, and a previous
+        // reading that is too old would give the average since then (the
+        // first `--watch` frame after a quiet minute showed 0% on busy
+        // cores). So an old one is taken again first.
         let since = self.refreshed.elapsed();
-        if since < sysinfo::MINIMUM_CPU_UPDATE_INTERVAL {
+        if since > STALE_READING {
+            self.system
+                .refresh_cpu_specifics(CpuRefreshKind::nothing().with_cpu_usage());
+            self.networks.refresh(true);
+            self.refreshed = Instant::now();
+            std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+        } else if since < sysinfo::MINIMUM_CPU_UPDATE_INTERVAL {
             std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL - since);
         }
         let elapsed = self.refreshed.elapsed().as_secs_f64().max(1e-3);
@@ -533,7 +561,7 @@ pub fn render(s: &Snapshot) -> String {
             d.mount,
             human_bytes(d.used),
             human_bytes(d.total),
-            percent(d.used, d.total),
+            d.use_percent(),
             human_bytes(d.free),
             d.fs
         );

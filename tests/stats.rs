@@ -335,3 +335,140 @@ async fn the_web_app_has_a_live_stats_page() {
     }
     srv.stop().await;
 }
+
+fn service<'a>(s: &'a Snapshot, name: &str) -> &'a sockit::stats::Service {
+    s.server.services.iter().find(|x| x.name == name).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn echo_bytes_are_counted_as_the_client_counts_them_tcp_and_udp() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = common::start(|_| {}).await;
+    let (mut conn, _) = login(&srv, "eve").await;
+    // 1 MiB and 100 bytes over TCP, all echoed; the connection then ends.
+    let sent = vec![b'e'; (1 << 20) + 100];
+    let mut tcp = tokio::net::TcpStream::connect(srv.echo).await.unwrap();
+    let (mut rd, mut wr) = tcp.split();
+    let echoed = async {
+        let mut got = Vec::new();
+        rd.read_to_end(&mut got).await.unwrap();
+        got.len()
+    };
+    let sending = async {
+        wr.write_all(&sent).await.unwrap();
+        wr.shutdown().await.unwrap();
+    };
+    let (got, ()) = tokio::join!(echoed, sending);
+    assert_eq!(got, sent.len());
+    drop(tcp);
+    // 10 datagrams of 1 000 bytes, each answered.
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 2000];
+    let mut udp_back = 0;
+    for _ in 0..10 {
+        udp.send_to(&[b'u'; 1000], srv.echo).await.unwrap();
+        let (n, _) = udp.recv_from(&mut buf).await.unwrap();
+        udp_back += n;
+    }
+    let want = (sent.len() + 10_000) as u64;
+    assert_eq!(udp_back, 10_000);
+    // The server's side of the TCP connection ends a moment after ours:
+    // its count is complete once it is no longer open.
+    let mut last = None;
+    for _ in 0..200 {
+        let s = fetch(&mut conn).await.unwrap();
+        let echo = service(&s, "echo").clone();
+        if echo.open == 0 && echo.bytes_in == want {
+            last = Some(echo);
+            break;
+        }
+        last = Some(echo);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let echo = last.unwrap();
+    assert_eq!(
+        (echo.bytes_in, echo.bytes_out),
+        (want, want),
+        "echo counted {echo:?}; the client sent and received {want} bytes each way"
+    );
+    srv.stop().await;
+}
+
+/// `df -P`'s `Use%` of the file system holding `path`.
+fn df_use_percent(path: &std::path::Path) -> f64 {
+    let out = Command::new("df").arg("-P").arg(path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().nth(1).unwrap();
+    let pct = line.split_whitespace().nth(4).unwrap();
+    pct.trim_end_matches('%').parse().unwrap()
+}
+
+#[tokio::test]
+async fn disk_use_is_the_percentage_df_prints() {
+    let srv = common::start(|_| {}).await;
+    let (mut conn, _) = login(&srv, "fay").await;
+    let s = fetch(&mut conn).await.unwrap();
+    let root = s.disks.iter().find(|d| d.mount == "/").unwrap();
+    let df = df_use_percent(std::path::Path::new("/"));
+    // Other tests write meanwhile: a point either way is the same reading.
+    assert!(
+        (root.use_percent() - df).abs() <= 1.0,
+        "stats says {}% used, df says {df}%",
+        root.use_percent()
+    );
+    srv.stop().await;
+}
+
+/// Busy and total jiffies of all CPUs, from /proc/stat.
+fn proc_stat() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/stat").unwrap();
+    let fields: Vec<u64> = text
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields[3] + fields[4];
+    (total - idle, total)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_use_describes_the_last_moments_not_the_time_since_the_last_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let srv = common::start(|_| {}).await;
+    let (mut conn, _) = login(&srv, "gil").await;
+    fetch(&mut conn).await.unwrap();
+    // A quiet stretch longer than a reading stays fresh (2 s): the next
+    // figure must not be the average over it.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let spinners: Vec<_> = (0..cores)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let (busy0, total0) = proc_stat();
+    let s = fetch(&mut conn).await.unwrap();
+    let (busy1, total1) = proc_stat();
+    stop.store(true, Ordering::Relaxed);
+    for t in spinners {
+        t.join().unwrap();
+    }
+    let measured = (busy1 - busy0) as f64 * 100.0 / (total1 - total0).max(1) as f64;
+    assert!(
+        (s.cpu.usage as f64 - measured).abs() <= 20.0,
+        "stats says {:.0}% while /proc/stat says {measured:.0}% over the same request",
+        s.cpu.usage
+    );
+    srv.stop().await;
+}

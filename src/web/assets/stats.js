@@ -81,7 +81,8 @@
       ["swap", part(m.swap_used, m.swap_total)],
     ]));
     cards.push(card("Disks", s.disks.map((d) => [
-      `${d.mount} (${d.fs})`, { ratio: d.total ? d.used / d.total : 0,
+      // As df's Use%: in use out of what users can have (reserved blocks left out).
+      `${d.mount} (${d.fs})`, { ratio: d.used + d.free ? d.used / (d.used + d.free) : 0,
         text: `${bytes(d.used)} used, ${bytes(d.free)} free of ${bytes(d.total)}` },
     ])));
     cards.push(card("Network", s.networks.map((n) => [
