@@ -404,9 +404,49 @@ impl std::error::Error for ExitWith {}
 
 #[derive(Args)]
 struct AdminDataArgs {
-    /// The server's data directory
-    #[arg(long, default_value = "sockit-data")]
-    data_dir: PathBuf,
+    /// The server's data directory [default: the config file's data_dir, else ./sockit-data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The server's configuration file, for its data_dir
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl AdminDataArgs {
+    /// The data folder to work on: `--data-dir`, else the config file's,
+    /// else `./sockit-data`. It must hold a server's accounts already, so
+    /// that an admin command run in the wrong folder never reports success
+    /// into a database the server does not read; only `add-user` (`create`)
+    /// may start the accounts of a folder named explicitly, for a first
+    /// account before the server's first start.
+    fn data_dir(&self, create: bool) -> Result<PathBuf> {
+        let (dir, from, named) = match (&self.data_dir, &self.config) {
+            (Some(dir), _) => (dir.clone(), "--data-dir", true),
+            (None, Some(file)) => {
+                let config = sockit::config::Config::load(file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                (config.data_dir, "the config file's data_dir", true)
+            }
+            (None, None) => (PathBuf::from("sockit-data"), "the default", false),
+        };
+        let db = dir.join(accounts::DB_FILE);
+        if db.is_file() {
+            return Ok(dir);
+        }
+        if create && named && dir.is_dir() {
+            eprintln!(
+                "starting the accounts of {} in {}",
+                dir.display(),
+                db.display()
+            );
+            return Ok(dir);
+        }
+        anyhow::bail!(
+            "no sockit accounts in {} ({from}: {} is missing); point at the server's data folder with --data-dir DIR or --config FILE (`sockit serve` makes it on its first start)",
+            dir.display(),
+            db.display()
+        )
+    }
 }
 
 #[derive(Args)]
@@ -1257,15 +1297,15 @@ fn chat(a: ChatArgs) -> Result<()> {
 }
 
 fn admin(cmd: AdminCommand) -> Result<()> {
-    let open = |data: &AdminDataArgs| {
-        std::fs::create_dir_all(&data.data_dir)
-            .with_context(|| format!("creating {}", data.data_dir.display()))?;
-        Accounts::open(&data.data_dir, accounts::Settings::default())
-            .with_context(|| format!("opening the accounts in {}", data.data_dir.display()))
+    let open_or_create = |data: &AdminDataArgs, create: bool| {
+        let dir = data.data_dir(create)?;
+        Accounts::open(&dir, accounts::Settings::default())
+            .with_context(|| format!("opening the accounts in {}", dir.display()))
     };
+    let open = |data: &AdminDataArgs| open_or_create(data, false);
     match cmd {
         AdminCommand::AddUser(a) => {
-            let store = open(&a.data)?;
+            let store = open_or_create(&a.data, true)?;
             let pw = commands::read_password(commands::PasswordInput {
                 from_stdin: a.password_stdin,
                 confirm: true,

@@ -393,3 +393,46 @@ fn python_and_sockit_exchange_files_both_ways() {
     .unwrap();
     assert!(!ok && err.contains("bad_path"), "{err}");
 }
+
+#[test]
+fn admin_commands_outside_the_servers_folder_name_the_path_and_create_nothing() {
+    let cwd = tempfile::tempdir().unwrap();
+    for args in [
+        &["admin", "users"][..],
+        &["admin", "grant", "ann", "exec"],
+        &["admin", "add-user", "ann", "--password-stdin"],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(cwd.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded: {err}");
+        assert!(
+            err.contains("sockit-data") && err.contains("--data-dir"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+    assert!(
+        !cwd.path().join("sockit-data").exists(),
+        "a data folder was made where no server runs"
+    );
+    // The config file's data_dir is the one used when given.
+    let data = tempfile::tempdir().unwrap();
+    let cfg = cwd.path().join("sockit.toml");
+    std::fs::write(
+        &cfg,
+        format!("data_dir = {:?}\n", data.path().join("missing")),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["admin", "users", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("missing"), "{err}");
+}
