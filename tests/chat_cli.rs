@@ -94,3 +94,114 @@ fn tail_reconnects_by_itself_and_misses_nothing() {
     tail.wait().unwrap();
     drop(srv);
 }
+
+/// A terminal of its own (a tmux server on a private socket) running one
+/// command, read back through `capture-pane` as a person would see it.
+struct Terminal {
+    socket: String,
+}
+
+impl Terminal {
+    fn start(command: &str) -> Terminal {
+        let socket = format!("sockit-test-{}-{}", std::process::id(), rand_suffix());
+        let ok = std::process::Command::new("tmux")
+            .args(["-L", &socket, "new-session", "-d", "-x", "120", "-y", "40"])
+            .arg(command)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tmux did not start");
+        Terminal { socket }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Types `text` as one write, as a paste or an input method delivers it.
+    fn paste(&self, text: &str) {
+        self.tmux(&["send-keys", "-l", text]);
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p"])
+    }
+
+    /// Waits until the screen shows `want`; the screen is the event.
+    fn shows(&self, want: &str) -> String {
+        let mut screen = String::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            screen = self.screen();
+            if screen.contains(want) {
+                return screen;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("the screen never showed {want:?}:\n{screen}");
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        self.tmux(&["kill-server"]);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+}
+
+#[test]
+fn pasted_and_input_method_text_arrives_whole_and_feedback_is_always_shown() {
+    if common::missing("tmux", "apt-get install tmux", || {
+        common::runs("tmux", &["-V"])
+    }) {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let srv = serve(data.path(), "127.0.0.1:0");
+    let ann = srv.user();
+    ann.sign_up("ann");
+    let term = Terminal::start(&format!(
+        "env SOCKIT_CONFIG_DIR={} SOCKIT_SERVER={} {} chat --room lobby",
+        ann.config.path().display(),
+        srv.addr,
+        common::cli::BIN
+    ));
+    term.shows("connected as ann");
+    // The prompt says where a line goes.
+    term.shows("#lobby>");
+    // A paste shows whole at once (rustyline 18 showed its first character
+    // until the next key press), and one ending in Enter is sent at once.
+    term.paste("hello pasted world");
+    term.shows("#lobby> hello pasted world");
+    term.paste("\r");
+    term.shows("#lobby <ann> hello pasted world");
+    term.paste("日本語のテキスト\r");
+    term.shows("#lobby <ann> 日本語のテキスト");
+    // Feedback to every command, each time (it was sometimes erased by the
+    // next prompt).
+    for (line, feedback) in [
+        ("/to\r", "! usage: /to USER or /to #ROOM"),
+        ("/join\r", "! usage: /join ROOM"),
+        ("/nosuch\r", "! unknown command /nosuch"),
+        ("/msg bob\r", "! usage: /msg USER TEXT"),
+        ("/to bob\r", "* talking to bob"),
+    ] {
+        term.paste(line);
+        term.shows(feedback);
+    }
+    term.shows("@bob>");
+    term.paste("/join #dev\r");
+    term.shows("* you are in #dev");
+    term.shows("#dev>");
+}

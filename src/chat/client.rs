@@ -415,11 +415,32 @@ struct Ui {
     out: Printer,
     /// Sends typed but not yet confirmed, by request id.
     unconfirmed: Vec<(u64, String)>,
+    /// The line editor's next prompt, sent after each typed line is
+    /// handled (a `/join` or `/to` changes it); `None` when not on a
+    /// terminal.
+    prompts: Option<std::sync::mpsc::SyncSender<String>>,
+}
+
+/// The prompt that shows where a typed line goes: `#lobby> `, `@bob> `, or
+/// `> ` when nowhere yet.
+fn prompt_for(target: Option<&To>) -> String {
+    match target {
+        Some(To::Room(r)) => format!("#{}> ", escape(r)),
+        Some(To::User(u)) => format!("@{}> ", escape(u)),
+        None => "> ".into(),
+    }
 }
 
 impl Ui {
     fn say(&mut self, line: impl Into<String>) {
         (self.out)(line.into());
+    }
+
+    /// Tells the line editor the prompt for the next line.
+    fn prompt(&self) {
+        if let Some(p) = &self.prompts {
+            let _ = p.try_send(prompt_for(self.target.as_ref()));
+        }
     }
 
     fn event(&mut self, i: Incoming) {
@@ -464,8 +485,13 @@ impl Ui {
 pub async fn interactive(remote: &Remote, room: Option<&str>) -> Result<(), ClientError> {
     let (tx, mut rx) = mpsc::channel::<Input>(INPUT_QUEUE);
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let target = room.map(|r| To::Room(r.to_string()));
+    let mut prompts = None;
     let out: Printer = if tty {
-        start_editor(tx)?
+        // One prompt waits at most: the editor takes each before its next line.
+        let (prompt_tx, prompt_rx) = std::sync::mpsc::sync_channel(1);
+        prompts = Some(prompt_tx);
+        start_editor(tx, prompt_for(target.as_ref()), prompt_rx)?
     } else {
         tokio::spawn(async move {
             use tokio::io::AsyncBufReadExt as _;
@@ -480,11 +506,12 @@ pub async fn interactive(remote: &Remote, room: Option<&str>) -> Result<(), Clie
         Box::new(|line: String| println!("{line}"))
     };
     let mut ui = Ui {
-        target: room.map(|r| To::Room(r.to_string())),
+        target,
         last_seq: 0,
         seen: Seen::default(),
         out,
         unconfirmed: Vec::new(),
+        prompts,
     };
     let mut attempt = 0u32;
     let mut first = true;
@@ -508,8 +535,17 @@ pub async fn interactive(remote: &Remote, room: Option<&str>) -> Result<(), Clie
     }
 }
 
-/// Starts the line editor on its own thread; returns its printer.
-fn start_editor(tx: mpsc::Sender<Input>) -> Result<Printer, ClientError> {
+/// How long the editor waits for the prompt of its next line before it
+/// shows the last one again (the session may be reconnecting).
+const PROMPT_WAIT: Duration = Duration::from_secs(1);
+
+/// Starts the line editor on its own thread, with `first` as its prompt and
+/// each later one from `prompts`; returns its printer.
+fn start_editor(
+    tx: mpsc::Sender<Input>,
+    first: String,
+    prompts: std::sync::mpsc::Receiver<String>,
+) -> Result<Printer, ClientError> {
     use rustyline::error::ReadlineError;
     use rustyline::ExternalPrinter as _;
     let mut editor = rustyline::DefaultEditor::new()
@@ -517,23 +553,35 @@ fn start_editor(tx: mpsc::Sender<Input>) -> Result<Printer, ClientError> {
     let mut printer = editor
         .create_external_printer()
         .map_err(|e| ClientError::Other(format!("cannot start the line editor: {e}")))?;
-    std::thread::spawn(move || loop {
-        match editor.readline("> ") {
-            Ok(line) => {
-                if !line.trim().is_empty() {
-                    let _ = editor.add_history_entry(line.as_str());
+    std::thread::spawn(move || {
+        let mut prompt = first;
+        loop {
+            match editor.readline(&prompt) {
+                Ok(line) => {
+                    if !line.trim().is_empty() {
+                        let _ = editor.add_history_entry(line.as_str());
+                    }
+                    if tx.blocking_send(Input::Line(line)).is_err() {
+                        return;
+                    }
+                    if let Ok(next) = prompts.recv_timeout(PROMPT_WAIT) {
+                        prompt = next;
+                    }
                 }
-                if tx.blocking_send(Input::Line(line)).is_err() {
+                Err(ReadlineError::Interrupted | ReadlineError::Eof) | Err(_) => {
+                    let _ = tx.blocking_send(Input::Eof);
                     return;
                 }
             }
-            Err(ReadlineError::Interrupted | ReadlineError::Eof) | Err(_) => {
-                let _ = tx.blocking_send(Input::Eof);
-                return;
-            }
         }
     });
-    Ok(Box::new(move |line: String| {
+    Ok(Box::new(move |mut line: String| {
+        // Between two lines (raw mode off) rustyline writes the text as it
+        // is, and the next prompt's redraw then erases a line without its
+        // newline: feedback to a command was lost that way.
+        if !line.ends_with('\n') {
+            line.push('\n');
+        }
         let _ = printer.print(line);
     }))
 }
@@ -625,7 +673,10 @@ async fn session(
             }
             line = rx.recv(), if !input_done => match line {
                 Some(Input::Line(line)) => {
-                    if !command(&mut c, ui, line.trim_end()).await? {
+                    let more = command(&mut c, ui, line.trim_end()).await;
+                    // Whatever happened, the editor gets its next prompt.
+                    ui.prompt();
+                    if !more? {
                         input_done = true;
                     }
                 }
@@ -692,13 +743,21 @@ async fn command(c: &mut ChatConn, ui: &mut Ui, line: &str) -> Result<bool, Clie
                 }
             }
         }
-        "to" if !rest.is_empty() => {
+        "to" if rest.is_empty() => {
+            ui.say("! usage: /to USER or /to #ROOM");
+            Ok(())
+        }
+        "join" if rest.trim_start_matches('#').is_empty() => {
+            ui.say("! usage: /join ROOM");
+            Ok(())
+        }
+        "to" => {
             let to = To::parse(rest);
             ui.say(format!("* talking to {to}"));
             ui.target = Some(to);
             Ok(())
         }
-        "join" if !rest.is_empty() => {
+        "join" => {
             let room = rest.trim_start_matches('#');
             match c
                 .call(Frame::new("join").with("room", room), &[], &mut |i| {
