@@ -7,6 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 
 use common::cli::serve;
+use common::terminal::Terminal;
 
 #[test]
 fn a_message_acknowledged_before_a_sigkill_is_delivered_after_the_restart() {
@@ -95,76 +96,9 @@ fn tail_reconnects_by_itself_and_misses_nothing() {
     drop(srv);
 }
 
-/// A terminal of its own (a tmux server on a private socket) running one
-/// command, read back through `capture-pane` as a person would see it.
-struct Terminal {
-    socket: String,
-}
-
-impl Terminal {
-    fn start(command: &str) -> Terminal {
-        let socket = format!("sockit-test-{}-{}", std::process::id(), rand_suffix());
-        let ok = std::process::Command::new("tmux")
-            .args(["-L", &socket, "new-session", "-d", "-x", "120", "-y", "40"])
-            .arg(command)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "tmux did not start");
-        Terminal { socket }
-    }
-
-    fn tmux(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Types `text` as one write, as a paste or an input method delivers it.
-    fn paste(&self, text: &str) {
-        self.tmux(&["send-keys", "-l", text]);
-    }
-
-    fn screen(&self) -> String {
-        self.tmux(&["capture-pane", "-p"])
-    }
-
-    /// Waits until the screen shows `want`; the screen is the event.
-    fn shows(&self, want: &str) -> String {
-        let mut screen = String::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::time::Instant::now() < deadline {
-            screen = self.screen();
-            if screen.contains(want) {
-                return screen;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        panic!("the screen never showed {want:?}:\n{screen}");
-    }
-}
-
-impl Drop for Terminal {
-    fn drop(&mut self) {
-        self.tmux(&["kill-server"]);
-    }
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64
-}
-
 #[test]
 fn pasted_and_input_method_text_arrives_whole_and_feedback_is_always_shown() {
-    if common::missing("tmux", "apt-get install tmux", || {
-        common::runs("tmux", &["-V"])
-    }) {
+    if !Terminal::available() {
         return;
     }
     let data = tempfile::tempdir().unwrap();

@@ -840,3 +840,49 @@ fn await_udp_bound(port: u16) {
     }
     panic!("nothing bound udp port {port}");
 }
+
+// ---- on a terminal ----
+
+#[test]
+fn on_a_terminal_replies_print_above_the_line_being_typed_and_the_screen_stays_tidy() {
+    use common::terminal::Terminal;
+    if !Terminal::available() {
+        return;
+    }
+    // A peer that talks while we type, answers our line, then ends.
+    let (addr, server) = one_shot(|s| {
+        let mut w = s.try_clone().unwrap();
+        let mut lines = BufReader::new(s).lines();
+        w.write_all(b"greeting\n").unwrap();
+        // The first line wakes it: then it talks while we type the second.
+        assert_eq!(lines.next().unwrap().unwrap(), "x");
+        w.write_all(b"news while you type\n").unwrap();
+        let line = lines.next().unwrap().unwrap();
+        w.write_all(format!("got {line}\n").as_bytes()).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+        for _ in lines {}
+    });
+    let term = Terminal::start(&format!(
+        "{} connect {addr}; echo EXIT=$?; sleep 30",
+        env!("CARGO_BIN_EXE_sockit")
+    ));
+    term.shows("greeting");
+    term.shows(">");
+    term.paste("x\r");
+    term.shows("news while you type");
+    term.paste("half typ");
+    let screen = term.shows("> half typ");
+    assert!(
+        !screen.contains("> news"),
+        "a reply was printed into the prompt:\n{screen}"
+    );
+    term.paste("ed\r");
+    term.shows("got half typed");
+    let screen = term.shows("EXIT=0");
+    // The shell's next line starts on a line of its own.
+    assert!(
+        screen.lines().any(|l| l.starts_with("EXIT=0")),
+        "the last line before the shell's did not end:\n{screen}"
+    );
+    server.join().unwrap();
+}

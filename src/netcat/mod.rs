@@ -11,17 +11,20 @@
 //! `--send-only`, `--recv-only` and `--no-shutdown` and nc's `-q`); any error
 //! in either direction is a one-line message and a non-zero exit.
 //!
+//! - [`keyboard`]: typing at a terminal, with the peer's bytes printed
+//!   above the line being typed.
 //! - [`tcp`]: plain TCP, on blocking sockets with one thread per direction,
 //!   and the check that what was sent was acknowledged.
 //! - [`udp`]: datagrams, one per line or per read.
 //! - [`tls`]: `--tls` (as `ncat --ssl`), one session shared by both
 //!   directions on a small single-threaded runtime.
 
+mod keyboard;
 mod tcp;
 mod tls;
 mod udp;
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
@@ -230,25 +233,6 @@ fn copy(from: &mut impl Read, to: &mut impl Write) -> Result<u64, CopyError> {
             .and_then(|()| to.flush())
             .map_err(|e| CopyError::Write(e, total))?;
         total += n as u64;
-    }
-}
-
-/// Reads stdin a line at a time with a prompt, handing each line (with its
-/// newline) to `send`, until end of file. Returns the bytes handed over.
-fn prompt_lines(mut send: impl FnMut(&[u8]) -> io::Result<()>) -> Result<u64, CopyError> {
-    let stdin = io::stdin();
-    let mut line = Vec::new();
-    let mut total = 0u64;
-    loop {
-        eprint!("{PROMPT}");
-        line.clear();
-        match stdin.lock().read_until(b'\n', &mut line) {
-            Ok(0) => return Ok(total),
-            Ok(_) => {}
-            Err(e) => return Err(CopyError::Read(e)),
-        }
-        send(&line).map_err(|e| CopyError::Write(e, total))?;
-        total += line.len() as u64;
     }
 }
 

@@ -15,9 +15,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::keyboard::{self, Keyboard};
 use super::{
-    copy, io_err, peer_name, prompt_lines, receiving_error, resolve, send_failed, sending_error,
-    ConnectOptions, ListenOptions, NetcatError, Relay, DEFAULT_CONNECT_TIMEOUT,
+    copy, io_err, peer_name, receiving_error, resolve, send_failed, sending_error, ConnectOptions,
+    ListenOptions, NetcatError, Relay, DEFAULT_CONNECT_TIMEOUT,
 };
 
 /// `sockit connect` over plain TCP.
@@ -83,27 +84,29 @@ fn relay(stream: TcpStream, interactive: bool, relay: Relay) -> Result<(), Netca
     let peer = stream.peer_addr().ok();
     // Two messages at most, one per direction: never full.
     let (ends, ended) = mpsc::sync_channel(2);
+    let (keyboard, screen) = match interactive {
+        true => {
+            let (k, s) = keyboard::open();
+            (Some(k), Some(s))
+        }
+        false => (None, None),
+    };
     if relay.sends() {
         let mut to_peer = stream.try_clone().map_err(io_err("cannot clone socket"))?;
         let ends = ends.clone();
         // It may block on the terminal forever, so it is never joined: the
         // process ends when the conversation is.
         thread::spawn(move || {
-            let _ = ends.send(End::Sent(send_stdin(
-                &mut to_peer,
-                interactive,
-                relay,
-                peer,
-            )));
+            let _ = ends.send(End::Sent(send_stdin(&mut to_peer, keyboard, relay, peer)));
         });
     }
     {
         let mut from_peer = stream.try_clone().map_err(io_err("cannot clone socket"))?;
         thread::spawn(move || {
-            let received = if relay.send_only {
-                copy(&mut from_peer, &mut io::sink())
-            } else {
-                copy(&mut from_peer, &mut io::stdout().lock())
+            let received = match (relay.send_only, screen) {
+                (true, _) => copy(&mut from_peer, &mut io::sink()),
+                (false, Some(mut screen)) => copy(&mut from_peer, &mut screen),
+                (false, None) => copy(&mut from_peer, &mut io::stdout().lock()),
             };
             let _ = ends.send(End::Received(
                 received.map_err(|e| receiving_error(e, peer)),
@@ -152,18 +155,17 @@ fn relay(stream: TcpStream, interactive: bool, relay: Relay) -> Result<(), Netca
     Ok(())
 }
 
-/// The sending direction: stdin (a line at a time after a prompt on a
+/// The sending direction: stdin (a line at a time from the `keyboard` of a
 /// terminal) to the peer, then a half-close unless `--no-shutdown`.
 fn send_stdin(
     to_peer: &mut TcpStream,
-    interactive: bool,
+    keyboard: Option<Keyboard>,
     relay: Relay,
     peer: Option<SocketAddr>,
 ) -> Result<u64, NetcatError> {
-    let sent = if interactive {
-        prompt_lines(|line| to_peer.write_all(line))
-    } else {
-        copy(&mut io::stdin().lock(), to_peer)
+    let sent = match keyboard {
+        Some(keyboard) => keyboard.lines(|line| to_peer.write_all(line)),
+        None => copy(&mut io::stdin().lock(), to_peer),
     }
     .map_err(|e| sending_error(e, peer))?;
     if relay.shuts_down() {

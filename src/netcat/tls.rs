@@ -22,11 +22,11 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use super::keyboard::{self, Keyboard, Screen};
 use super::tcp::{acknowledged, Acked, ACK_POLL_MAX};
 use super::{
-    io_err, peer_name, prompt_lines, receive_failed, resolve, send_failed, stdout_failed,
-    ConnectOptions, CopyError, ListenOptions, NetcatError, Relay, DEFAULT_CONNECT_TIMEOUT,
-    PUMP_BUF,
+    io_err, peer_name, receive_failed, resolve, send_failed, stdout_failed, ConnectOptions,
+    CopyError, ListenOptions, NetcatError, Relay, DEFAULT_CONNECT_TIMEOUT, PUMP_BUF,
 };
 use crate::tls::client::{rustls_error, ConnectError};
 use crate::tls::{CertSource, ServerTls, Stream, Transport, Trust, HANDSHAKE_RECORD};
@@ -197,23 +197,24 @@ fn describe_client_failure(e: &io::Error) -> String {
 
 /// Reads stdin on a thread of its own into a bounded channel, which closes
 /// at stdin's end of file (after an error, if reading failed): a line at a
-/// time after a prompt on a terminal (`prompt`), large reads otherwise. The
+/// time from the `keyboard` of a terminal, large reads otherwise. The
 /// thread is never joined: it may block on a terminal forever, and the
 /// process ends when the conversation is over.
-fn stdin_chunks(prompt: bool) -> mpsc::Receiver<io::Result<Bytes>> {
+fn stdin_chunks(keyboard: Option<Keyboard>) -> mpsc::Receiver<io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel(STDIN_CHUNKS);
     thread::spawn(move || {
         let gone = || io::Error::from(io::ErrorKind::BrokenPipe);
-        let result = if prompt {
-            prompt_lines(|line| {
-                tx.blocking_send(Ok(Bytes::copy_from_slice(line)))
-                    .map_err(|_| gone())
-            })
-            .map(|_| ())
-            .map_err(|e| match e {
-                CopyError::Read(e) => e,
-                CopyError::Write(e, _) => e,
-            })
+        let result = if let Some(keyboard) = keyboard {
+            keyboard
+                .lines(|line| {
+                    tx.blocking_send(Ok(Bytes::copy_from_slice(line)))
+                        .map_err(|_| gone())
+                })
+                .map(|_| ())
+                .map_err(|e| match e {
+                    CopyError::Read(e) => e,
+                    CopyError::Write(e, _) => e,
+                })
         } else {
             let mut stdin = io::stdin().lock();
             let mut buf = vec![0u8; PUMP_BUF];
@@ -252,7 +253,14 @@ async fn relay(stream: Stream, interactive: bool, relay: Relay) -> Result<(), Ne
     let peer = stream.tcp().peer_addr().ok();
     let fd = stream.tcp().as_raw_fd();
     let (mut from_peer, mut to_peer) = tokio::io::split(stream);
-    let mut stdin = relay.sends().then(|| stdin_chunks(interactive));
+    let (keyboard, screen) = match interactive {
+        true => {
+            let (k, s) = keyboard::open();
+            (Some(k), Some(s))
+        }
+        false => (None, None),
+    };
+    let mut stdin = relay.sends().then(|| stdin_chunks(keyboard));
     let sending = async {
         let mut sent = 0u64;
         if let Some(stdin) = stdin.as_mut() {
@@ -277,7 +285,7 @@ async fn relay(stream: Stream, interactive: bool, relay: Relay) -> Result<(), Ne
         }
         Ok::<u64, NetcatError>(sent)
     };
-    let receiving = receive(&mut from_peer, peer, relay.send_only);
+    let receiving = receive(&mut from_peer, peer, relay.send_only, screen);
     tokio::pin!(sending, receiving);
     let mut sent: Option<u64> = None;
     let mut received = false;
@@ -323,15 +331,18 @@ async fn relay(stream: Stream, interactive: bool, relay: Relay) -> Result<(), Ne
     Ok(())
 }
 
-/// Copies the peer's bytes to stdout (or nowhere, with `discard`) until its
-/// close_notify. A peer that closes the connection without one may have
-/// been cut off (or the connection cut by someone else): that is an error,
-/// not an end of file.
+/// Copies the peer's bytes to stdout, or above the line being typed on the
+/// `screen` (or nowhere, with `discard`), until its close_notify. A peer
+/// that closes the connection without one may have been cut off (or the
+/// connection cut by someone else): that is an error, not an end of file.
 async fn receive(
     from: &mut (impl AsyncRead + Unpin),
     peer: Option<SocketAddr>,
     discard: bool,
+    screen: Option<Screen>,
 ) -> Result<(), NetcatError> {
+    use std::io::Write as _;
+    let mut screen = screen.filter(Screen::edits);
     let mut out = tokio::io::stdout();
     let mut buf = vec![0u8; TLS_READ_BUF];
     loop {
@@ -347,6 +358,10 @@ async fn receive(
             Err(e) => return Err(receive_failed(e, peer)),
         };
         if discard {
+            continue;
+        }
+        if let Some(screen) = &mut screen {
+            screen.write_all(&buf[..n]).map_err(stdout_failed)?;
             continue;
         }
         out.write_all(&buf[..n]).await.map_err(stdout_failed)?;
@@ -376,7 +391,7 @@ async fn broadcast_server(
         // writes do; one that left is dropped from the list.
         tokio::spawn(async move {
             first_client.notified().await;
-            let mut stdin = stdin_chunks(false);
+            let mut stdin = stdin_chunks(None);
             while let Some(chunk) = stdin.recv().await {
                 let chunk = match chunk {
                     Ok(chunk) => chunk,

@@ -9,8 +9,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use super::keyboard;
 use super::{
-    io_err, prompt_lines, resolve, stdout_failed, ConnectOptions, CopyError, NetcatError,
+    io_err, resolve, stdout_failed, ConnectOptions, CopyError, NetcatError,
     DEFAULT_UDP_REPLY_TIMEOUT,
 };
 use crate::echo::MAX_DATAGRAM;
@@ -53,7 +54,8 @@ fn interactive(socket: &UdpSocket, addr: SocketAddr, wait: Duration) -> Result<(
         .map_err(io_err("socket option"))?;
     let mut buf = vec![0u8; 65_536];
     let mut failed = None;
-    let typed = prompt_lines(|line| {
+    let (keyboard, _) = keyboard::open();
+    let typed = keyboard.lines(|line| {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Err(e) = socket.send(line) {

@@ -3,6 +3,7 @@
 
 pub mod ca;
 pub mod cli;
+pub mod terminal;
 
 use std::net::SocketAddr;
 
