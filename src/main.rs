@@ -824,7 +824,10 @@ struct BenchEchoArgs {
 
 fn main() -> ExitCode {
     server::tune_allocator();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             // The platform verifier logs each refused certificate as an
@@ -850,6 +853,55 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// A command line clap refused: `--help` and `--version` as clap prints
+/// them; a mistake in one line with where to look, status 2, as every other
+/// error of ours is one line.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+    }
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut what = lines
+        .next()
+        .unwrap_or("bad command line")
+        .trim_start_matches("error: ")
+        .to_string();
+    // "the following required arguments were not provided:" lists them on
+    // the lines after it.
+    if what.ends_with(':') {
+        let listed: Vec<&str> = lines
+            .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("tip:"))
+            .collect();
+        what = format!("{} {}", what, listed.join(", "));
+    }
+    let tip = text
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("tip: "))
+        .map(|t| format!("; {t}"))
+        .unwrap_or_default();
+    // "Usage: sockit put [OPTIONS] <LOCAL>..." names the command to look up.
+    let command: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .map(|u| {
+            u.split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect()
+        })
+        .unwrap_or_else(|| vec!["sockit"]);
+    eprintln!("sockit: {what}{tip} (see `{} --help`)", command.join(" "));
+    ExitCode::from(2)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -894,3 +894,32 @@ fn tls_errors_before_any_handshake_are_one_line() {
         );
     }
 }
+
+#[test]
+fn usage_mistakes_are_one_line_with_where_to_look_and_status_2() {
+    for (args, want) in [
+        (&["put"][..], "see `sockit put --help`"),
+        (
+            &["connect", "--bogus", "x:1"],
+            "see `sockit connect --help`",
+        ),
+        (
+            &["admin", "grant", "ann"],
+            "see `sockit admin grant --help`",
+        ),
+        (&["nosuch"], "see `sockit --help`"),
+    ] {
+        let out = sockit().args(args).stdin(Stdio::null()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("sockit: ") && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+    // Help and version are still what clap prints, on stdout, status 0.
+    let out = sockit().args(["put", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: sockit put"));
+}
