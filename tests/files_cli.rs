@@ -436,3 +436,78 @@ fn admin_commands_outside_the_servers_folder_name_the_path_and_create_nothing() 
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("missing"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_wrong_port_is_named_for_what_it_speaks_and_no_password_is_asked_first() {
+    let srv = common::start(|_| {}).await;
+    let config = tempfile::tempdir().unwrap();
+    let run = |args: Vec<String>| {
+        let config = config.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            // stdin stays open and empty: a password read first would hang.
+            let mut child = Command::new(BIN)
+                .args(&args)
+                .env("SOCKIT_CONFIG_DIR", &config)
+                .env_remove("SOCKIT_PASSWORD")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stdin = child.stdin.take();
+            let out = child.wait_with_output().unwrap();
+            drop(stdin);
+            out
+        })
+    };
+    let cases = [
+        ("login", srv.web.to_string(), "that port speaks HTTP"),
+        (
+            "register",
+            srv.echo.to_string(),
+            "that port echoes what it gets",
+        ),
+    ];
+    for (cmd, addr, want) in cases {
+        let args = vec![
+            cmd.to_string(),
+            "--server".into(),
+            addr,
+            "--user".into(),
+            "ann".into(),
+            "--password-stdin".into(),
+        ];
+        let out = tokio::time::timeout(std::time::Duration::from_secs(30), run(args))
+            .await
+            .expect("it waited for a password before trying the server")
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd}: {err}");
+        assert!(err.contains(want), "{cmd}: {err}");
+        assert!(!err.contains("--no-tls"), "{cmd}: {err}");
+        assert!(err.contains("7070"), "{cmd}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{cmd}: {err}");
+    }
+    // Nothing listening: refused at once, before any password.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let args = [
+        "register",
+        "--server",
+        &closed,
+        "--user",
+        "ann",
+        "--password-stdin",
+    ]
+    .map(String::from)
+    .to_vec();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), run(args))
+        .await
+        .expect("it waited for a password before trying the server")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused"));
+    srv.stop().await;
+}

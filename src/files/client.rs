@@ -106,10 +106,38 @@ fn remote_error(frame: &Frame) -> Option<ClientError> {
         .map(|(code, message)| ClientError::Remote { code, message })
 }
 
+/// A handshake that failed because `server` is not a framed port at all
+/// (a web or an echo port: `--no-tls` would be the wrong advice, and would
+/// send a password in clear) is said in those words.
+async fn explain_port(server: &str, e: ConnectError) -> ClientError {
+    use crate::tls::client::{probe_port, PortKind};
+    let suspicious = match &e {
+        ConnectError::NotTls { .. } | ConnectError::ClosedInHandshake { .. } => true,
+        ConnectError::Handshake { reason, .. } => reason.contains("got ClientHello"),
+        _ => false,
+    };
+    if !suspicious {
+        return e.into();
+    }
+    let default = crate::framed::DEFAULT_FRAMED_ADDR;
+    match probe_port(server, CONNECT_TIMEOUT).await {
+        Some(PortKind::Http) => ClientError::Other(format!(
+            "cannot connect to {server}: that port speaks HTTP (a web port, for the browser and the HTTP API); the framed port is {default} unless the server says otherwise"
+        )),
+        Some(PortKind::Echo) => ClientError::Other(format!(
+            "cannot connect to {server}: that port echoes what it gets (an echo port); the framed port is {default} unless the server says otherwise"
+        )),
+        None => e.into(),
+    }
+}
+
 impl Client {
     /// Connects (TLS unless `transport` is plain) and completes the hello.
     pub async fn connect(server: &str, transport: &Transport) -> Result<Client, ClientError> {
-        let stream = crate::tls::client::connect(server, transport, CONNECT_TIMEOUT).await?;
+        let stream = match crate::tls::client::connect(server, transport, CONNECT_TIMEOUT).await {
+            Ok(stream) => stream,
+            Err(e) => return Err(explain_port(server, e).await),
+        };
         let mut client = Client {
             conn: Connection::new(stream, proto::Limits::default()),
             server: server.to_string(),

@@ -103,11 +103,13 @@ pub async fn register(
     let creds = creds()?;
     let server = creds.pick_server(remote.server.as_deref());
     let name = user_name(user, None)?;
+    // The server first: nobody should type a password twice for a server
+    // that is down or is not a framed port (ssh asks in the same order).
+    let mut client = Client::connect(&server, &remote.transport).await?;
     let password = read_password(PasswordInput {
         confirm: true,
         ..pw
     })?;
-    let mut client = Client::connect(&server, &remote.transport).await?;
     let name = client.register(&name, &password).await?;
     eprintln!(
         "registered {} on {server}; now run: sockit login --server {server} --user {}",
@@ -126,11 +128,11 @@ pub async fn login(
     let mut creds = creds()?;
     let server = creds.pick_server(remote.server.as_deref());
     let name = user_name(user, creds.servers.get(&server))?;
+    let mut client = Client::connect(&server, &remote.transport).await?;
     let password = read_password(PasswordInput {
         confirm: false,
         ..pw
     })?;
-    let mut client = Client::connect(&server, &remote.transport).await?;
     let (name, token, expires) = client.login(&name, &password).await?;
     creds.servers.insert(
         server.clone(),

@@ -405,6 +405,46 @@ pub fn server_name(server: &str) -> Result<ServerName<'static>, ConnectError> {
     })
 }
 
+/// What a port that failed our TLS handshake speaks instead, as far as a
+/// second look can tell (see [`probe_port`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    /// It answers HTTP: a web port.
+    Http,
+    /// It sends back what it gets: an echo port.
+    Echo,
+}
+
+/// After a failed handshake: connects once more and sends a tiny HTTP
+/// request, to tell a web port (`HTTP/` back) or an echo port (the request
+/// back) from anything else, so that the error can name the port's
+/// protocol instead of suggesting `--no-tls`. `None` when unsure.
+pub async fn probe_port(server: &str, timeout: Duration) -> Option<PortKind> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PROBE: &[u8] = b"HEAD / HTTP/1.0\r\n\r\n";
+    let look = async {
+        let mut tcp = tcp_connect(server, timeout).await.ok()?;
+        tcp.write_all(PROBE).await.ok()?;
+        let mut got = [0u8; 8];
+        let mut n = 0;
+        while n < got.len() {
+            match tcp.read(&mut got[n..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+        }
+        let got = &got[..n];
+        if got.starts_with(b"HTTP/") {
+            Some(PortKind::Http)
+        } else if !got.is_empty() && PROBE.starts_with(got) {
+            Some(PortKind::Echo)
+        } else {
+            None
+        }
+    };
+    tokio::time::timeout(timeout, look).await.ok().flatten()
+}
+
 /// A failed handshake, explained.
 fn handshake_error(server: &str, e: &std::io::Error, verify: &Verify) -> ConnectError {
     let flag = match verify {
