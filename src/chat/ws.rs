@@ -70,10 +70,17 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// two of them the code).
 const MAX_REASON: usize = 123;
 
+/// The read buffer a chat socket starts with. tungstenite allocates 128
+/// KiB per socket by default (1.25 GiB for 10 000 idle browsers); chat
+/// requests are a few hundred bytes, and a longer frame grows the buffer as
+/// it arrives.
+const READ_BUFFER: usize = 4 * 1024;
+
 /// The WebSocket settings of a chat socket.
 pub fn config(settings: &Settings) -> WebSocketConfig {
     let max = settings.max_message + JSON_OVERHEAD;
     WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(Some(max))
