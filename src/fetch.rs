@@ -262,18 +262,6 @@ pub async fn fetch(opts: &FetchOptions) -> Result<Fetched, FetchError> {
     }
 }
 
-/// Accepts `10s`, `500ms`, `1m30s`, or a plain number of seconds (`2.5`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<f64>() {
-        return match secs.is_finite() && secs > 0.0 {
-            true => Ok(Duration::from_secs_f64(secs)),
-            false => Err(format!("{s:?} is not a positive duration")),
-        };
-    }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?}: {e} (try 10s, 500ms, 2m or a number of seconds)"))
-}
-
 /// Parses the URL and checks its scheme, with a hint for a missing one.
 fn parse_url(raw: &str) -> Result<Url, FetchError> {
     let url = Url::parse(raw).map_err(|e| {
@@ -995,16 +983,12 @@ mod tests {
     }
 
     #[test]
-    fn headers_and_durations_parse() {
+    fn headers_parse() {
         let h = parse_headers(&["X-A: 1".into(), "Accept:text/plain ".into()]).unwrap();
         assert_eq!(h["x-a"], "1");
         assert_eq!(h["accept"], "text/plain");
         assert!(parse_headers(&["no colon".into()]).is_err());
         assert!(parse_headers(&["bad name: x".into()]).is_err());
-        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_duration("0").is_err());
-        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`proto`]: the framed protocol (length-prefixed JSON header and streamed
 //!   body): its codec and the [`proto::Connection`] every framed service uses.
 //! - [`config`]: `sockit.toml`, the configuration of `sockit serve`.
+//! - [`duration`]: how durations are written on the command line, one way
+//!   for every option.
 //! - [`accounts`]: users, Argon2id passwords, session tokens, login
 //!   throttling, in the embedded SQLite database.
 //! - [`store`]: the file store: per-user spaces and the one path-resolution
@@ -36,6 +38,7 @@
 //!   store in the browser (`/app/`) and its JSON API (`/api/`).
 //! - [`fetch`]: `sockit fetch`, the HTTP client.
 //! - [`bench`]: the load generator behind the numbers in `bench/`.
+//! - [`words`]: the words for common failures, the same in every command.
 //!
 //! And [`serve`], which binds and runs every enabled service together.
 
@@ -44,6 +47,7 @@ pub mod bench;
 pub mod chat;
 pub mod config;
 pub mod credentials;
+pub mod duration;
 pub mod echo;
 pub mod exec;
 pub mod fetch;
@@ -57,3 +61,4 @@ pub mod stats;
 pub mod store;
 pub mod tls;
 pub mod web;
+pub mod words;

@@ -499,10 +499,10 @@ struct LimitArgs {
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
     /// Close connections idle this long, e.g. 30s, 5m [default: 5m]
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = sockit::duration::positive)]
     idle_timeout: Option<Duration>,
     /// On SIGINT/SIGTERM, time open connections get to finish [default: 10s]
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = sockit::duration::positive)]
     shutdown_grace: Option<Duration>,
 }
 
@@ -566,7 +566,7 @@ struct WebArgs {
     csp: String,
     /// Time a client has to send a request's headers; also how long an idle
     /// keep-alive connection waits for its next request
-    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = sockit::duration::positive)]
     header_timeout: Duration,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1; plain http:// requests are
     /// redirected), with --cert/--key or else a self-signed certificate
@@ -630,7 +630,7 @@ struct RelayArgs {
     #[arg(long, conflicts_with = "udp")]
     no_shutdown: bool,
     /// After stdin's end, wait at most this long for the peer to finish, then stop (0, 500ms, 10s, or seconds)
-    #[arg(long, short = 'q', value_name = "DURATION", value_parser = parse_close_after, conflicts_with = "udp")]
+    #[arg(long, short = 'q', value_name = "DURATION", value_parser = sockit::duration::or_zero, conflicts_with = "udp")]
     close_after: Option<Duration>,
 }
 
@@ -642,14 +642,6 @@ impl RelayArgs {
             no_shutdown: self.no_shutdown,
             close_after: self.close_after,
         }
-    }
-}
-
-/// `-q`'s duration: as everywhere, and 0 too (stop at once after stdin's end).
-fn parse_close_after(s: &str) -> Result<Duration, String> {
-    match s.trim().parse::<f64>() {
-        Ok(0.0) => Ok(Duration::ZERO),
-        _ => sockit::fetch::parse_duration(s),
     }
 }
 
@@ -702,13 +694,13 @@ struct FetchArgs {
     #[arg(long, value_name = "N", default_value_t = sockit::fetch::DEFAULT_MAX_REDIRECTS)]
     max_redirects: usize,
     /// Give up connecting after this long (10s, 500ms, or seconds)
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = sockit::fetch::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = sockit::duration::positive)]
     connect_timeout: Duration,
     /// Give up on the whole transfer after this long [default: no limit]
-    #[arg(long, value_name = "DURATION", value_parser = sockit::fetch::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = sockit::duration::positive)]
     timeout: Option<Duration>,
     /// Fail when the server sends nothing for this long
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = sockit::fetch::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = sockit::duration::positive)]
     idle_timeout: Duration,
     /// No progress bar and no summary line
     #[arg(long, short)]
@@ -735,7 +727,7 @@ struct BenchHandshakeArgs {
     #[arg(long, short, default_value_t = 8)]
     connections: usize,
     /// How long to run, e.g. 10s
-    #[arg(long, short, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, short, default_value = "10s", value_parser = sockit::duration::positive)]
     duration: Duration,
     /// Only connect (and handshake): no framed hello, for any TLS server
     #[arg(long)]
@@ -777,7 +769,7 @@ struct BenchChatArgs {
     room: String,
     /// Keep every connection open this long after the run (to read the
     /// server's memory), e.g. 30s
-    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "0s", value_parser = sockit::duration::or_zero)]
     linger: Duration,
     /// Keep the users' session tokens in FILE between runs (saves an
     /// Argon2id login per user on reruns)
@@ -798,7 +790,7 @@ struct BenchEchoArgs {
     #[arg(long, short, default_value_t = 50)]
     connections: usize,
     /// How long to run, e.g. 10s, 1m
-    #[arg(long, short, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, short, default_value = "10s", value_parser = sockit::duration::positive)]
     duration: Duration,
     /// Bytes per message; in bulk mode, bytes per write [default: 64, bulk: 131072]
     #[arg(long, short)]
@@ -890,18 +882,31 @@ fn usage_error(e: clap::Error) -> ExitCode {
         .find_map(|l| l.strip_prefix("tip: "))
         .map(|t| format!("; {t}"))
         .unwrap_or_default();
-    // "Usage: sockit put [OPTIONS] <LOCAL>..." names the command to look up.
-    let command: Vec<&str> = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Usage: "))
-        .map(|u| {
-            u.split_whitespace()
-                .take_while(|w| !w.starts_with(['[', '<', '-']))
-                .collect()
-        })
-        .unwrap_or_else(|| vec!["sockit"]);
-    eprintln!("sockit: {what}{tip} (see `{} --help`)", command.join(" "));
+    eprintln!(
+        "sockit: {what}{tip} (see `{} --help`)",
+        command_named(std::env::args().skip(1))
+    );
     ExitCode::from(2)
+}
+
+/// The (sub)command a command line names, `sockit bench echo` for
+/// `sockit bench echo HOST --duration x`: the words that are subcommands,
+/// in order, from the top.
+fn command_named(args: impl Iterator<Item = String>) -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut path = vec!["sockit".to_string()];
+    for arg in args {
+        let Some(sub) = cmd.find_subcommand(&arg).cloned() else {
+            if arg.starts_with('-') {
+                continue;
+            }
+            break;
+        };
+        path.push(sub.get_name().to_string());
+        cmd = sub;
+    }
+    path.join(" ")
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -75,6 +75,30 @@ fn the_whole_flow_as_a_user_runs_it() {
     assert!(err.contains("already exists"), "{err}");
 
     u.ok(&["mkdir", "-p", "archive/2026"]);
+    // A missing local file or folder: the same words for put and get, the
+    // path the user named, no "(os error 2)", no internal `.part` file.
+    let err = u.fails(&["put", "/nonexistent/file.txt"]);
+    assert!(
+        err.contains("/nonexistent/file.txt: no such file or folder") && !err.contains("os error"),
+        "{err}"
+    );
+    let missing = down.path().join("no-such-folder/x.pdf");
+    let err = u.fails(&[
+        "get",
+        "docs/报告 2026.pdf",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("no-such-folder: no such folder") && !err.contains(".part"),
+        "{err}"
+    );
+    // An existing folder: mkdir's own hint, not put's --force.
+    let err = u.fails(&["mkdir", "archive/2026"]);
+    assert!(
+        err.contains("already exists") && err.contains("-p") && !err.contains("--force"),
+        "{err}"
+    );
+    u.ok(&["mkdir", "-p", "archive/2026"]);
     u.ok(&["mv", "docs/报告 2026.pdf", "archive/2026"]);
     assert_eq!(
         u.ok(&["ls", "-R", "archive"]),

@@ -94,7 +94,7 @@ pub enum BenchError {
     #[error("cannot resolve {0}: {1}")]
     Resolve(String, std::io::Error),
     /// Not one connection could be made.
-    #[error("cannot connect to {0}: {1}")]
+    #[error("{}", crate::words::connect_failed(.0, .1))]
     Connect(SocketAddr, std::io::Error),
     /// Bad options.
     #[error("{0}")]

@@ -54,9 +54,19 @@ impl ClientError {
     }
 
     pub(crate) fn local(path: &Path, e: impl std::fmt::Display) -> ClientError {
+        let message = e.to_string();
+        // An I/O error in the words every command uses ("no such file or
+        // folder", not "No such file or directory (os error 2)").
+        let message = message
+            .strip_suffix(')')
+            .and_then(|m| m.rsplit_once(" (os error "))
+            .and_then(|(_, code)| code.parse::<i32>().ok())
+            .map_or(message.clone(), |code| {
+                crate::words::io(&std::io::Error::from_raw_os_error(code))
+            });
         ClientError::Local {
             path: path.display().to_string(),
-            message: e.to_string(),
+            message,
         }
     }
 }
@@ -519,6 +529,16 @@ impl Client {
         resume: bool,
         progress: &ProgressBar,
     ) -> Result<u64, ClientError> {
+        // Said before asking the server, and about the folder the user
+        // named, not the `.part` files made in it.
+        if let Some(folder) = local.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !folder.is_dir() {
+                return Err(ClientError::local(
+                    folder,
+                    "no such folder (a download goes into a folder that exists)",
+                ));
+            }
+        }
         let part = part_path(local, ".part");
         let meta_path = part_path(local, ".part.sockit");
         let err = |p: &Path| {

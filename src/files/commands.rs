@@ -523,5 +523,14 @@ pub async fn mv(remote: &Remote, from: &str, to: &str, force: bool) -> Result<()
 
 /// `sockit mkdir PATH`.
 pub async fn mkdir(remote: &Remote, path: &str, parents: bool) -> Result<(), ClientError> {
-    connect_authed(remote).await?.mkdir(path, parents).await
+    match connect_authed(remote).await?.mkdir(path, parents).await {
+        // The server's words suggest --force, which is put's and mv's.
+        Err(ClientError::Remote { code, .. }) if code == "exists" => {
+            Err(ClientError::Other(format!(
+                "{} already exists (-p accepts a folder that exists)",
+                escape_for_terminal(path)
+            )))
+        }
+        other => other,
+    }
 }
