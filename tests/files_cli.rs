@@ -128,6 +128,9 @@ fn the_whole_flow_as_a_user_runs_it() {
     assert!(listing.contains("x\\u{1b}]0;pwned\\u{7}"), "{listing:?}");
 
     u.ok(&["logout"]);
+    // A second logout has nothing to do: it says so and succeeds.
+    let (ok, _, err) = u.run(&["logout"], "");
+    assert!(ok && err.contains("nothing to log out of"), "{err}");
     let err = u.fails(&["ls"]);
     assert!(err.contains("not logged in"), "{err}");
     let (ok, _, err) = u.run(&["login", "--user", "Zoe", "--password-stdin"], "wrong\n");
