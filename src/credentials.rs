@@ -19,10 +19,10 @@ pub enum CredentialsError {
     #[error("no configuration directory: set SOCKIT_CONFIG_DIR or HOME")]
     NoConfigDir,
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{}: {}", path.display(), crate::words::io(error))]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid.
     #[error("{path} is damaged ({message}); delete it and log in again")]
@@ -71,7 +71,7 @@ impl Credentials {
                 message: e.to_string(),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Credentials::default()),
-            Err(source) => Err(CredentialsError::Io { path, source }),
+            Err(error) => Err(CredentialsError::Io { path, error }),
         }
     }
 
@@ -82,7 +82,7 @@ impl Credentials {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        write_atomic(&path, &json, 0o600).map_err(|source| CredentialsError::Io { path, source })
+        write_atomic(&path, &json, 0o600).map_err(|error| CredentialsError::Io { path, error })
     }
 
     /// Which server a command talks to: the flag, then `$SOCKIT_SERVER`, then

@@ -54,11 +54,12 @@ pub enum ServeError {
     /// Plain TCP was asked for on a network address.
     #[error("framed: tls = false on {0}, which is not a loopback address: passwords, tokens and files would cross the network readable by anyone on the path. Bind to 127.0.0.1, or set framed.plain_on_network = true if the network is trusted")]
     PlainOnNetwork(SocketAddr),
-    /// The data directory could not be created.
-    #[error("cannot create data directory {path}: {source}")]
+    /// The data directory could not be created. (Not named `source`: the
+    /// message says it already, and a `source()` would print it twice.)
+    #[error("cannot create data directory {}: {}", path.display(), crate::words::io(error))]
     DataDir {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -87,9 +88,9 @@ fn bind_err(service: &'static str) -> impl FnOnce(std::io::Error) -> ServeError 
 
 /// Creates the data directory and binds every enabled service.
 pub async fn bind(config: Config) -> Result<Bound, ServeError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+    std::fs::create_dir_all(&config.data_dir).map_err(|error| ServeError::DataDir {
         path: config.data_dir.clone(),
-        source,
+        error,
     })?;
     let web_app = config.web.enabled && config.web.app;
     let metrics = server::Metrics::default();

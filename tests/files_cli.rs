@@ -83,11 +83,7 @@ fn the_whole_flow_as_a_user_runs_it() {
         "{err}"
     );
     let missing = down.path().join("no-such-folder/x.pdf");
-    let err = u.fails(&[
-        "get",
-        "docs/报告 2026.pdf",
-        missing.to_str().unwrap(),
-    ]);
+    let err = u.fails(&["get", "docs/报告 2026.pdf", missing.to_str().unwrap()]);
     assert!(
         err.contains("no-such-folder: no such folder") && !err.contains(".part"),
         "{err}"

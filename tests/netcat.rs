@@ -928,3 +928,28 @@ fn usage_mistakes_are_one_line_with_where_to_look_and_status_2() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: sockit put"));
 }
+
+#[test]
+fn a_data_folder_that_cannot_be_made_is_said_once() {
+    let (ok, _, err) = run(
+        &[
+            "serve",
+            "--data-dir",
+            "/proc/sockit-cannot-be-here",
+            "--echo-bind",
+            "127.0.0.1:0",
+            "--framed-bind",
+            "127.0.0.1:0",
+            "--web-bind",
+            "127.0.0.1:0",
+        ],
+        b"",
+    );
+    assert!(!ok);
+    let line = err.lines().find(|l| l.starts_with("sockit: ")).unwrap();
+    assert_eq!(
+        line,
+        "sockit: cannot create data directory /proc/sockit-cannot-be-here: no such file or folder",
+        "{err}"
+    );
+}

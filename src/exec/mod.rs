@@ -53,10 +53,10 @@ pub enum ExecSetupError {
     #[error("exec.env: {0}")]
     Env(String),
     /// The audit log cannot be opened.
-    #[error("cannot open the exec audit log {path}: {source}")]
+    #[error("cannot open the exec audit log {}: {}", path.display(), crate::words::io(error))]
     Audit {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -210,9 +210,9 @@ impl Exec {
             .create(true)
             .append(true)
             .open(&audit_path)
-            .map_err(|source| ExecSetupError::Audit {
+            .map_err(|error| ExecSetupError::Audit {
                 path: audit_path.clone(),
-                source,
+                error,
             })?;
         Ok(Exec {
             inner: Arc::new(Inner {
