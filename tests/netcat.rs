@@ -603,18 +603,6 @@ impl Drop for TlsListener {
     }
 }
 
-/// `len` bytes of every value, in no simple pattern.
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 24) as u8
-        })
-        .collect()
-}
-
 fn known_servers(config: &Path) -> String {
     std::fs::read_to_string(config.join("known_servers")).unwrap_or_default()
 }
@@ -623,8 +611,8 @@ fn known_servers(config: &Path) -> String {
 fn tls_listen_and_connect_move_megabytes_both_ways_byte_exact() {
     let config = tempfile::tempdir().unwrap();
     let mut listener = TlsListener::start(&[]);
-    let to_client = noise(3_000_000, 1);
-    let to_listener = noise(2_000_000, 2);
+    let to_client = common::noise(3_000_000, 1);
+    let to_listener = common::noise(2_000_000, 2);
     listener.feed(to_client.clone());
     let (ok, out, err) = run_in(
         config.path(),

@@ -25,21 +25,22 @@ fn sockit() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sockit"))
 }
 
-/// `len` bytes of every value, in no simple pattern.
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 24) as u8
-        })
-        .collect()
+/// The address a `sockit listen` child prints on stderr ("listening on
+/// ADDR"), reading past the lines before it.
+fn printed_address(stderr: &mut BufReader<std::process::ChildStderr>) -> SocketAddr {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "it ended first");
+        if let Some(addr) = line.split_whitespace().find_map(|w| w.parse().ok()) {
+            return addr;
+        }
+    }
 }
 
 /// A file of `len` noise bytes, to be a program's stdin as a user's file is.
 fn bulk_file(dir: &Path, len: usize, seed: u64) -> (PathBuf, Vec<u8>) {
-    let data = noise(len, seed);
+    let data = common::noise(len, seed);
     let path = dir.join(format!("input-{seed}"));
     std::fs::write(&path, &data).unwrap();
     (path, data)
@@ -127,12 +128,7 @@ fn listen(extra: &[&str], stdin: Stdio) -> (Running, SocketAddr) {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.parse::<SocketAddr>().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let addr = printed_address(&mut stderr);
     // The rest of stderr is handed back with the output, for messages.
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
@@ -335,7 +331,7 @@ fn listen_sends_all_of_stdin_to_a_client_that_sends_a_line_and_half_closes() {
 #[test]
 fn listen_receives_8_mib_from_a_client_while_its_own_stdin_is_empty() {
     let (child, addr) = listen(&[], Stdio::null());
-    let data = noise(BULK, 7);
+    let data = common::noise(BULK, 7);
     let mut client = TcpStream::connect(addr).unwrap();
     let mut reader = client.try_clone().unwrap();
     // The listener half-closes at once (empty stdin); we read that EOF
@@ -478,14 +474,8 @@ fn tls_connect_exits_nonzero_when_the_listener_is_killed_mid_transfer() {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(listener.stderr.take().unwrap());
+    let addr = printed_address(&mut stderr);
     let mut line = String::new();
-    let addr: SocketAddr = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "listener ended");
-        if let Some(addr) = line.split_whitespace().find_map(|w| w.parse().ok()) {
-            break addr;
-        }
-    };
     let client = sockit()
         .env("SOCKIT_CONFIG_DIR", dir.path())
         .args(["connect", "--tls", "--accept-new", &addr.to_string()])
@@ -520,12 +510,7 @@ fn listen_udp_keeps_stdin_until_the_first_datagram_arrives() {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr: SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .unwrap();
+    let addr = printed_address(&mut stderr);
     // Written before anyone has sent a datagram: it must not be dropped.
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"welcome\n").unwrap();
@@ -799,12 +784,7 @@ fn udp_round_trips_with_socat_and_ncat() {
             .spawn()
             .unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        let addr: SocketAddr = line
-            .split_whitespace()
-            .find_map(|w| w.parse().ok())
-            .unwrap();
+        let addr = printed_address(&mut stderr);
         let mut ncat = Command::new("ncat")
             .args(["-u", "--send-only", "127.0.0.1", &addr.port().to_string()])
             .stdin(Stdio::piped())

@@ -96,6 +96,51 @@ pub struct Relay {
     pub close_after: Option<Duration>,
 }
 
+/// Where a conversation stands: which directions have ended, and when
+/// `-q` gives up on the peer. The one rule for TCP and TLS alike.
+struct Ends {
+    relay: Relay,
+    interactive: bool,
+    /// The bytes of stdin sent, once stdin has ended.
+    sent: Option<u64>,
+    /// The peer's stream was read to its end.
+    received: bool,
+    /// When `-q` stops waiting for the peer.
+    deadline: Option<std::time::Instant>,
+}
+
+impl Ends {
+    fn new(relay: Relay, interactive: bool) -> Ends {
+        Ends {
+            relay,
+            interactive,
+            sent: None,
+            received: false,
+            deadline: None,
+        }
+    }
+
+    /// Whether the conversation is over: both directions ended (on a
+    /// terminal the peer's end is enough), or stdin was sent with
+    /// `--send-only`. Starts `-q`'s clock once stdin has ended.
+    fn over(&mut self) -> bool {
+        let sending_done = self.sent.is_some() || !self.relay.sends();
+        if self.received && (sending_done || self.interactive) {
+            return true;
+        }
+        if self.sent.is_some() {
+            if self.relay.send_only {
+                return true;
+            }
+            if let Some(wait) = self.relay.close_after {
+                self.deadline
+                    .get_or_insert_with(|| std::time::Instant::now() + wait);
+            }
+        }
+        false
+    }
+}
+
 impl Relay {
     /// Whether the sending direction runs at all.
     fn sends(&self) -> bool {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::keyboard::{self, Keyboard};
 use super::{
     copy, io_err, peer_name, receiving_error, resolve, send_failed, sending_error, ConnectOptions,
-    ListenOptions, NetcatError, Relay, DEFAULT_CONNECT_TIMEOUT,
+    Ends, ListenOptions, NetcatError, Relay, DEFAULT_CONNECT_TIMEOUT,
 };
 
 /// `sockit connect` over plain TCP.
@@ -113,23 +113,9 @@ fn relay(stream: TcpStream, interactive: bool, relay: Relay) -> Result<(), Netca
             ));
         });
     }
-    let mut sent: Option<u64> = None;
-    let mut received = false;
-    let mut deadline: Option<Instant> = None;
-    loop {
-        let sending_done = sent.is_some() || !relay.sends();
-        if received && (sending_done || interactive) {
-            break;
-        }
-        if sent.is_some() {
-            if relay.send_only {
-                break;
-            }
-            if let Some(wait) = relay.close_after {
-                deadline.get_or_insert_with(|| Instant::now() + wait);
-            }
-        }
-        let end = match deadline {
+    let mut ends = Ends::new(relay, interactive);
+    while !ends.over() {
+        let end = match ends.deadline {
             None => ended.recv().ok(),
             Some(at) => match ended.recv_timeout(at.saturating_duration_since(Instant::now())) {
                 Ok(end) => Some(end),
@@ -138,16 +124,16 @@ fn relay(stream: TcpStream, interactive: bool, relay: Relay) -> Result<(), Netca
             },
         };
         match end {
-            Some(End::Sent(result)) => sent = Some(result?),
+            Some(End::Sent(result)) => ends.sent = Some(result?),
             Some(End::Received(result)) => {
                 result?;
-                received = true;
+                ends.received = true;
             }
-            // Both threads reported already: the checks above ended the loop.
+            // Both threads reported already: `over` ended the loop.
             None => break,
         }
     }
-    if let Some(sent) = sent {
+    if let Some(sent) = ends.sent {
         await_acknowledged(stream.as_fd(), peer, sent)?;
     } else if interactive && relay.sends() {
         eprintln!("\nsockit: connection closed by {}", peer_name(peer));

@@ -26,7 +26,7 @@ use super::keyboard::{self, Keyboard, Screen};
 use super::tcp::{acknowledged, Acked, ACK_POLL_MAX};
 use super::{
     io_err, peer_name, receive_failed, resolve, send_failed, stdout_failed, ConnectOptions,
-    CopyError, ListenOptions, NetcatError, Relay, DEFAULT_CONNECT_TIMEOUT, PUMP_BUF,
+    CopyError, Ends, ListenOptions, NetcatError, Relay, DEFAULT_CONNECT_TIMEOUT, PUMP_BUF,
 };
 use crate::tls::client::{rustls_error, ConnectError};
 use crate::tls::{CertSource, ServerTls, Stream, Transport, Trust, HANDSHAKE_RECORD};
@@ -287,33 +287,22 @@ async fn relay(stream: Stream, interactive: bool, relay: Relay) -> Result<(), Ne
     };
     let receiving = receive(&mut from_peer, peer, relay.send_only, screen);
     tokio::pin!(sending, receiving);
-    let mut sent: Option<u64> = None;
-    let mut received = false;
-    let mut deadline: Option<Instant> = None;
-    loop {
-        let sending_done = sent.is_some() || !relay.sends();
-        if received && (sending_done || interactive) {
-            break;
-        }
-        if sent.is_some() {
-            if relay.send_only {
-                break;
-            }
-            if let Some(wait) = relay.close_after {
-                deadline.get_or_insert_with(|| Instant::now() + wait);
-            }
-        }
+    let mut ends = Ends::new(relay, interactive);
+    while !ends.over() {
+        let deadline = ends.deadline.map(Instant::from_std);
         let at = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         tokio::select! {
-            result = &mut sending, if relay.sends() && sent.is_none() => sent = Some(result?),
-            result = &mut receiving, if !received => {
+            result = &mut sending, if relay.sends() && ends.sent.is_none() => {
+                ends.sent = Some(result?);
+            }
+            result = &mut receiving, if !ends.received => {
                 result?;
-                received = true;
+                ends.received = true;
             }
             () = tokio::time::sleep_until(at), if deadline.is_some() => break,
         }
     }
-    if let Some(sent) = sent {
+    if let Some(sent) = ends.sent {
         // SAFETY: the socket stays open while `from_peer` and `to_peer`,
         // which own it, are alive: they live to the end of this function.
         let socket = unsafe { BorrowedFd::borrow_raw(fd) };
