@@ -38,7 +38,7 @@ for t in "${targets[@]}"; do
     echo "== fuzz $t for ${seconds}s"
     log="$scratch/$t.log"
     if cargo fuzz run "$t" "$scratch/$t" "corpus/$t" -- \
-        -max_total_time="$seconds" -jobs=1 -workers=1 -print_final_stats=1 \
+        -max_total_time="$seconds" -print_final_stats=1 \
         -artifact_prefix="artifacts/$t/" >"$log" 2>&1; then
         grep -E '^(#[0-9]+.*DONE|Done [0-9]+ runs|stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added)' "$log" || true
     else
