@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::tls::Stream;
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
+use serde_json::{Map, Value};
 use tokio_util::codec::Encoder;
 
 use super::link::{Link, Output};
@@ -102,6 +103,26 @@ pub fn history_limit(limit: Option<i64>) -> Result<usize, ChatError> {
     }
 }
 
+/// An optional integer field of a request: absent or `null` is `None`;
+/// anything but an integer is refused.
+pub fn optional_integer(fields: &Map<String, Value>, key: &str) -> Result<Option<i64>, ChatError> {
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| ChatError::BadRequest(format!("\"{key}\" must be an integer"))),
+    }
+}
+
+/// A `history` request's `before` and `limit`, read by the same rules from
+/// a frame's header and from a WebSocket request.
+pub fn history_page(fields: &Map<String, Value>) -> Result<(Option<i64>, usize), ChatError> {
+    let before = optional_integer(fields, "before")?;
+    let limit = history_limit(optional_integer(fields, "limit")?)?;
+    Ok((before, limit))
+}
+
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, HandlerError> {
     serde_json::to_vec(value).map_err(|e| HandlerError::refuse("internal", e.to_string()))
 }
@@ -113,15 +134,6 @@ fn field<'a>(req: &'a Frame, key: &str) -> Result<&'a str, HandlerError> {
             format!("{} needs a string \"{key}\"", req.kind()),
         )
     })
-}
-
-fn optional_i64(req: &Frame, key: &str) -> Result<Option<i64>, HandlerError> {
-    match req.get(key) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => v.as_i64().map(Some).ok_or_else(|| {
-            HandlerError::refuse("bad_request", format!("\"{key}\" must be an integer"))
-        }),
-    }
 }
 
 /// Handles one chat request for the logged-in `user`.
@@ -150,7 +162,7 @@ pub async fn handle(
     }
     let (reply, body) = match req.kind() {
         "subscribe" => {
-            let since = optional_i64(req, "since")?;
+            let since = optional_integer(req.header(), "since")?;
             let (rooms, backlog, truncated, last) = link.subscribe(since).await?;
             let mut f = Frame::new("subscribed")
                 .with("user", me.name.as_str())
@@ -187,8 +199,7 @@ pub async fn handle(
                     .into())
                 }
             };
-            let before = optional_i64(req, "before")?;
-            let limit = history_limit(optional_i64(req, "limit")?)?;
+            let (before, limit) = history_page(req.header())?;
             let messages = relay.history(&me, of, before, limit).await?;
             (Frame::new("history"), json(&messages)?)
         }

@@ -35,7 +35,7 @@ use tracing::debug;
 
 use super::link::{Link, Output};
 use super::relay::HistoryOf;
-use super::server::{find_user, target, text};
+use super::server::{find_user, history_page, target, text};
 use super::{ChatError, Event, Message, Relay, Settings, UserRef};
 use crate::accounts::Accounts;
 
@@ -446,21 +446,9 @@ async fn request<S: AsyncRead + AsyncWrite + Unpin>(
     accounts: &Accounts,
     text_in: &str,
 ) -> Result<(), Close> {
-    let obj: Map<String, Value> = match serde_json::from_str(text_in) {
-        Ok(Value::Object(o)) => o,
-        _ => {
-            let e = ChatError::BadRequest("each message must be a JSON object".into());
-            return socket.send_json(link, &error_json(&None, &e)).await;
-        }
-    };
-    // The framed port's rule: an `id` is a number or a string.
-    let id = match obj.get("id") {
-        None => None,
-        Some(id @ (Value::Number(_) | Value::String(_))) => Some(id.clone()),
-        Some(_) => {
-            let e = ChatError::BadRequest("\"id\" must be a number or a string".into());
-            return socket.send_json(link, &error_json(&None, &e)).await;
-        }
+    let (obj, id) = match parse_request(text_in) {
+        Ok(request) => request,
+        Err(e) => return socket.send_json(link, &error_json(&None, &e)).await,
     };
     match answer(socket, link, accounts, &obj, id.clone()).await {
         Ok(Some(mut v)) => {
@@ -473,6 +461,27 @@ async fn request<S: AsyncRead + AsyncWrite + Unpin>(
         Err(Ok(e)) => socket.send_json(link, &error_json(&id, &e)).await,
         Err(Err(close)) => Err(close),
     }
+}
+
+/// Reads one request's text: a JSON object, and its `id` if it has one,
+/// which is a number or a string (the framed port's rule). A refusal is
+/// answered without an id, as there is none to trust.
+pub fn parse_request(text_in: &str) -> Result<(Map<String, Value>, Option<Value>), ChatError> {
+    let Ok(Value::Object(obj)) = serde_json::from_str(text_in) else {
+        return Err(ChatError::BadRequest(
+            "each message must be a JSON object".into(),
+        ));
+    };
+    let id = match obj.get("id") {
+        None => None,
+        Some(id @ (Value::Number(_) | Value::String(_))) => Some(id.clone()),
+        Some(_) => {
+            return Err(ChatError::BadRequest(
+                "\"id\" must be a number or a string".into(),
+            ))
+        }
+    };
+    Ok((obj, id))
 }
 
 fn string<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
@@ -556,12 +565,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
                     )))
                 }
             };
-            let before = obj.get("before").and_then(Value::as_i64);
-            let limit = obj
-                .get("limit")
-                .and_then(Value::as_i64)
-                .unwrap_or(50)
-                .clamp(1, 100) as usize;
+            let (before, limit) = history_page(obj).map_err(Ok)?;
             let messages = relay.history(&me, of, before, limit).await.map_err(Ok)?;
             json!({"type": "history", "messages": messages})
         }
@@ -578,4 +582,57 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     Ok(Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(request: &str) -> Result<(Option<i64>, usize), ChatError> {
+        let (obj, _) = parse_request(request).expect("a valid request");
+        history_page(&obj)
+    }
+
+    /// The framed port refuses a `limit` outside 1 to 100 and a `before`
+    /// that is not an integer; the socket used to cut 500 down to 100 and
+    /// 0 up to 1 and to drop a bad `before`, so a client took a short page
+    /// for the start of the history.
+    #[test]
+    fn history_limit_outside_1_to_100_is_refused_as_on_the_framed_port() {
+        for limit in ["0", "-1", "101", "500", "1.5", "\"50\""] {
+            let r = page(&format!(
+                r#"{{"type":"history","room":"lobby","limit":{limit}}}"#
+            ));
+            assert!(
+                matches!(&r, Err(ChatError::BadRequest(m)) if m.contains("limit")),
+                "limit {limit}: {r:?}"
+            );
+        }
+        let r = page(r#"{"type":"history","room":"lobby","before":"x"}"#);
+        assert!(matches!(r, Err(ChatError::BadRequest(_))), "{r:?}");
+        assert_eq!(page(r#"{"type":"history","room":"lobby"}"#), Ok((None, 50)));
+        assert_eq!(
+            page(r#"{"type":"history","room":"lobby","before":7,"limit":100}"#),
+            Ok((Some(7), 100))
+        );
+    }
+
+    #[test]
+    fn a_request_is_an_object_whose_id_is_a_number_or_a_string() {
+        for bad in [
+            "",
+            "[]",
+            "\"send\"",
+            "1",
+            "{",
+            r#"{"id":[1]}"#,
+            r#"{"id":null}"#,
+        ] {
+            assert!(parse_request(bad).is_err(), "{bad:?}");
+        }
+        let (_, id) = parse_request(r#"{"type":"who","id":"a"}"#).unwrap();
+        assert_eq!(id, Some(json!("a")));
+        let (_, id) = parse_request(r#"{"type":"who"}"#).unwrap();
+        assert_eq!(id, None);
+    }
 }

@@ -91,11 +91,15 @@ fn component_problem(c: &str) -> Option<&'static str> {
 }
 
 /// Checks what a component could turn into: percent-decoding (repeatedly,
-/// to catch double encoding) and NFKC normalisation must not yield a
-/// separator or a dot name either.
+/// as long as it changes anything, to catch encoding nested any number of
+/// times) and NFKC normalisation must not yield a separator or a dot name
+/// either.
 fn disguised_problem(c: &str) -> Option<&'static str> {
     let mut text = c.to_string();
-    for _ in 0..4 {
+    // Every decoding that changes the text shortens it or removes a `%`
+    // (a byte that is not UTF-8 becomes U+FFFD, three bytes for three), so
+    // it settles within twice its length: the bound is never reached.
+    for _ in 0..=2 * c.len() {
         let decoded = percent_decode_str(&text).decode_utf8_lossy().into_owned();
         if decoded == text {
             break;
@@ -312,6 +316,28 @@ mod tests {
         assert!(RemotePath::parse(&"a/".repeat(70)).is_err());
         assert!(RemotePath::parse(&"n".repeat(256)).is_err());
         assert!(RemotePath::parse(&"n".repeat(255)).is_ok());
+    }
+
+    /// Found by fuzz/remote_path: decoding stopped after 4 rounds, so a
+    /// dot encoded 5 times (`%252525252e`) passed as a name.
+    #[test]
+    fn dots_percent_encoded_5_to_40_times_are_refused() {
+        for depth in [5, 6, 10, 40] {
+            for name in [".", ".."] {
+                let mut text = name.replace('.', "%2e");
+                for _ in 1..depth {
+                    text = text.replace('%', "%25");
+                }
+                assert!(
+                    RemotePath::parse(&text).is_err(),
+                    "{name:?} encoded {depth} times: {text}"
+                );
+            }
+        }
+        assert!(
+            RemotePath::parse("%252525252541").is_ok(),
+            "an encoded 'A' is a name"
+        );
     }
 
     #[test]

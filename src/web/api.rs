@@ -597,12 +597,20 @@ async fn download(State(st): State<ApiState>, req: Request) -> ApiResult {
 }
 
 /// `Content-Range: bytes START-END/TOTAL` of an upload.
-fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
+#[doc(hidden)] // Public for the fuzz targets (fuzz/).
+pub fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
     let rest = v.trim().strip_prefix("bytes ")?;
     let (span, total) = rest.split_once('/')?;
-    let total: u64 = total.trim().parse().ok()?;
+    // Digits only: `u64::from_str` would also take a leading `+`, which
+    // the grammar (RFC 9110 14.4) has not, and a proxy may read otherwise.
+    let number = |t: &str| -> Option<u64> {
+        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    let total = number(total.trim())?;
     let (s, e) = span.trim().split_once('-')?;
-    let (s, e): (u64, u64) = (s.parse().ok()?, e.parse().ok()?);
+    let (s, e) = (number(s)?, number(e)?);
     (s <= e && e < total).then_some((s, e, total))
 }
 
@@ -890,6 +898,15 @@ mod tests {
         assert_eq!(parse_content_range("bytes 0-10/10"), None);
         assert_eq!(parse_content_range("bytes */10"), None);
         assert_eq!(parse_content_range("items 0-1/2"), None);
+    }
+
+    /// Found by fuzz/content_range: a sign is not a digit.
+    #[test]
+    fn content_range_with_a_plus_sign_in_0_9_of_10_is_refused() {
+        assert_eq!(parse_content_range("bytes +0-9/10"), None);
+        assert_eq!(parse_content_range("bytes 0-+9/10"), None);
+        assert_eq!(parse_content_range("bytes 0-9/+10"), None);
+        assert_eq!(parse_content_range("bytes 0-9/ 10 "), Some((0, 9, 10)));
     }
 
     #[test]
