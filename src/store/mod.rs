@@ -500,7 +500,12 @@ impl Store {
         let usage = self.usage(user_key)?;
         if let Some(quota) = settings.quota {
             let committed = usage.used.saturating_sub(replaced) + usage.reserved;
-            if committed + length > quota {
+            // A length near u64::MAX from a peer must not wrap past it.
+            let over = match committed.checked_add(length) {
+                Some(total) => total > quota,
+                None => true,
+            };
+            if over {
                 return Err(StoreError::QuotaExceeded {
                     used: usage.used,
                     quota,
@@ -509,7 +514,7 @@ impl Store {
             }
         }
         if let Some(u) = lock(&self.inner.usage).get_mut(user_key) {
-            u.reserved += length;
+            u.reserved = u.reserved.saturating_add(length);
         }
         guard.reserved = length;
 
@@ -1112,6 +1117,18 @@ mod tests {
         ));
         // Replacing a file counts only the difference.
         put(&s, "a", b"1234567", true).unwrap();
+        // A length near u64::MAX (from a peer) is over the quota, not a
+        // wrap past it.
+        let (_d, s) = store(Settings {
+            quota: Some(10),
+            ..Settings::default()
+        });
+        put(&s, "a", b"12345678", false).unwrap();
+        let p = RemotePath::parse("huge").unwrap();
+        assert!(matches!(
+            s.begin_upload("u", &p, u64::MAX - 3, &src(1), false, false),
+            Err(StoreError::QuotaExceeded { .. })
+        ));
     }
 
     #[test]
