@@ -368,8 +368,18 @@ impl FilesConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Connections served at once per listener; more are refused.
+    /// Connections served at once per listener; more are refused. Capped
+    /// at start to what the open-files limit leaves each listener.
     pub max_connections: usize,
+    /// Connections served at once per listener from one source address
+    /// (an IPv6 /64 counts as one); more from it are refused.
+    pub max_connections_per_address: usize,
+    /// A message body (framed) must bring at least `body_progress_bytes`
+    /// within each `body_progress_timeout`, or the connection is cut.
+    pub body_progress_bytes: usize,
+    /// See `body_progress_bytes`.
+    #[serde(with = "human_duration")]
+    pub body_progress_timeout: Duration,
     /// Close a connection after this long without traffic ("5m", "30s").
     #[serde(with = "human_duration")]
     pub idle_timeout: Duration,
@@ -381,8 +391,12 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         let d = server::Limits::default();
+        let p = proto::Limits::default();
         LimitsConfig {
             max_connections: d.max_connections,
+            max_connections_per_address: d.max_per_address,
+            body_progress_bytes: p.body_progress_bytes,
+            body_progress_timeout: p.body_progress_timeout,
             idle_timeout: d.idle_timeout,
             shutdown_grace: d.shutdown_grace,
         }
@@ -394,6 +408,7 @@ impl LimitsConfig {
     pub fn to_limits(&self) -> server::Limits {
         server::Limits {
             max_connections: self.max_connections,
+            max_per_address: self.max_connections_per_address,
             idle_timeout: self.idle_timeout,
             shutdown_grace: self.shutdown_grace,
         }
@@ -473,6 +488,7 @@ impl FramedConfig {
             limits: proto::Limits {
                 max_header: self.max_header,
                 max_body: self.max_body,
+                ..proto::Limits::default()
             },
             handshake_timeout: self.handshake_timeout,
         }
@@ -480,6 +496,14 @@ impl FramedConfig {
 }
 
 impl Config {
+    /// The framed port's settings, with the body progress of `[limits]`.
+    pub fn framed_settings(&self) -> framed::Settings {
+        let mut s = self.framed.to_settings();
+        s.limits.body_progress_bytes = self.limits.body_progress_bytes;
+        s.limits.body_progress_timeout = self.limits.body_progress_timeout;
+        s
+    }
+
     /// Where the TLS certificate comes from.
     pub fn cert_source(&self) -> crate::tls::CertSource {
         fn set(p: &Path) -> Option<&Path> {
@@ -505,6 +529,12 @@ impl Config {
         let config: Config = toml::from_str(text).map_err(|e| e.message().to_string())?;
         if config.limits.max_connections == 0 {
             return Err("limits.max_connections must be at least 1".into());
+        }
+        if config.limits.max_connections_per_address == 0 {
+            return Err("limits.max_connections_per_address must be at least 1".into());
+        }
+        if config.limits.body_progress_timeout.is_zero() {
+            return Err("limits.body_progress_timeout must be more than 0".into());
         }
         if config.web.max_header_bytes < 1024 {
             return Err("web.max_header_bytes must be at least 1024".into());

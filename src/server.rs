@@ -7,10 +7,17 @@
 //! backs off and continues. On shutdown it stops accepting, tells every
 //! connection to finish (their [`ConnCtx::shutdown`] token fires), waits up to
 //! [`Limits::shutdown_grace`], then drops whatever is still open.
+//!
+//! No one client can take every slot: each source address (IPv4, or an IPv6
+//! /64, what one host usually holds) gets at most
+//! [`Limits::max_per_address`] of them. And the listeners of one process
+//! share its open-files limit: [`nofile_budget`] says how many connections
+//! each can hold without starving the files and databases.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +30,14 @@ use tracing::{debug, info, warn};
 
 /// Default connection limit per listener.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default cap on the connections from one source address per listener.
+pub const DEFAULT_MAX_PER_ADDRESS: usize = 256;
+/// Open files kept out of the listeners' share, at least: files served and
+/// stored, databases, logs, the runtime's own descriptors.
+pub const NOFILE_RESERVE_MIN: u64 = 256;
+/// Share of the open-files limit kept out of the listeners', in percent
+/// (when more than [`NOFILE_RESERVE_MIN`]).
+pub const NOFILE_RESERVE_PERCENT: u64 = 10;
 /// Default idle timeout per connection.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default time in-flight connections get to finish on shutdown.
@@ -62,6 +77,9 @@ pub async fn idle(activity: &AtomicU64, timeout: Duration) {
 pub struct Limits {
     /// Connections served at once; more are refused.
     pub max_connections: usize,
+    /// Connections served at once from one source address (an IPv6 /64
+    /// counts as one); more from it are refused.
+    pub max_per_address: usize,
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
     /// On shutdown, how long open connections get to finish.
@@ -72,6 +90,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_per_address: DEFAULT_MAX_PER_ADDRESS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
@@ -203,6 +222,149 @@ pub trait Handler: Clone + Send + Sync + 'static {
     /// connection limit. Must not block: the accept loop is waiting. The
     /// default closes the connection without a word (raw ports).
     fn refuse(&self, _stream: &TcpStream) {}
+
+    /// Called instead of [`serve`](Self::serve) when the client's address
+    /// has [`Limits::max_per_address`] connections open already. Must not
+    /// block. The default answers as at the connection limit.
+    fn refuse_per_address(&self, stream: &TcpStream) {
+        self.refuse(stream);
+    }
+}
+
+/// What counts as one client for [`Limits::max_per_address`]: an IPv4
+/// address, or the /64 prefix of an IPv6 one (a host is usually given a
+/// whole /64, so counting its addresses one by one would bound nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Source(IpAddr);
+
+impl Source {
+    /// The source `ip` belongs to (an IPv4-mapped IPv6 address is its IPv4).
+    pub fn of(ip: IpAddr) -> Source {
+        match ip {
+            IpAddr::V4(v4) => Source(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Source(IpAddr::V4(v4)),
+                None => {
+                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                    Source(IpAddr::V6(prefix.into()))
+                }
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => v4.fmt(f),
+            IpAddr::V6(v6) => write!(f, "{v6}/64"),
+        }
+    }
+}
+
+/// Open connections per source address of one listener.
+#[derive(Debug, Default)]
+struct PerAddress {
+    open: Mutex<HashMap<Source, usize>>,
+}
+
+impl PerAddress {
+    /// A slot for `source`, or `None` when it holds `max` already.
+    fn try_take(self: &Arc<Self>, source: Source, max: usize) -> Option<AddressGuard> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(source).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressGuard {
+            table: self.clone(),
+            source,
+        })
+    }
+}
+
+/// One connection's place in its address's count; given back on drop.
+struct AddressGuard {
+    table: Arc<PerAddress>,
+    source: Source,
+}
+
+impl Drop for AddressGuard {
+    fn drop(&mut self) {
+        let mut open = self
+            .table
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// How many connections each of `listeners` TCP listeners can hold under
+/// an open-files limit of `nofile`: what is left once
+/// [`NOFILE_RESERVE_PERCENT`] (at least [`NOFILE_RESERVE_MIN`]) is kept for
+/// files and databases, shared equally; at least 1.
+pub fn nofile_budget(nofile: u64, listeners: usize) -> NofileBudget {
+    let reserve = (nofile / 100 * NOFILE_RESERVE_PERCENT).max(NOFILE_RESERVE_MIN);
+    let per_listener = nofile.saturating_sub(reserve) / listeners.max(1) as u64;
+    NofileBudget {
+        nofile,
+        reserve,
+        listeners,
+        per_listener: usize::try_from(per_listener).unwrap_or(usize::MAX).max(1),
+    }
+}
+
+/// The split of the open-files limit among the listeners ([`nofile_budget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NofileBudget {
+    /// The process's open-files limit (soft).
+    pub nofile: u64,
+    /// Descriptors kept for files, databases and the runtime.
+    pub reserve: u64,
+    /// Listeners sharing the rest.
+    pub listeners: usize,
+    /// Connections each listener may hold.
+    pub per_listener: usize,
+}
+
+/// The process's open-files limit now (soft), if it can be read.
+pub fn nofile_limit() -> Option<u64> {
+    rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft)
+}
+
+/// Caps `limits.max_connections` to what the open-files limit leaves each of
+/// `listeners` listeners, with a warning naming the numbers when it lowers
+/// it.
+pub fn fit_to_nofile(limits: &mut Limits, listeners: usize) {
+    let Some(nofile) = nofile_limit() else {
+        warn!("cannot read the open-files limit: connection limits are not checked against it");
+        return;
+    };
+    let budget = nofile_budget(nofile, listeners);
+    if limits.max_connections > budget.per_listener {
+        warn!(
+            max_connections = budget.per_listener,
+            configured = limits.max_connections,
+            open_files = budget.nofile,
+            reserved = budget.reserve,
+            listeners = budget.listeners,
+            "connection limit lowered to fit the open-files limit: {} open files, {} kept for files and databases, the rest shared by {} listeners; raise `ulimit -n` to serve more",
+            budget.nofile,
+            budget.reserve,
+            budget.listeners,
+        );
+        limits.max_connections = budget.per_listener;
+    }
 }
 
 /// How the server's async runtime runs its tasks.
@@ -360,6 +522,13 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
+/// How often refusals are logged at most: once per interval for the
+/// connection limit, once per interval and address for the per-address cap.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// Addresses remembered for [`AddressRefusals`]; past this, those not
+/// refused within the interval are forgotten.
+const REFUSAL_LOG_ADDRESSES: usize = 1024;
+
 /// Logs refusals at most once a second, with a count, so a flood of clients
 /// at the limit cannot flood the log.
 struct RefusalLog {
@@ -373,7 +542,7 @@ impl RefusalLog {
         let now = Instant::now();
         if self
             .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+            .is_some_and(|t| now.duration_since(t) < REFUSAL_LOG_INTERVAL)
         {
             self.suppressed += 1;
             return;
@@ -387,6 +556,39 @@ impl RefusalLog {
         );
         self.last = Some(now);
         self.suppressed = 0;
+    }
+}
+
+/// Logs per-address refusals at most once per address per interval, with a
+/// count, so one client hammering its cap cannot flood the log.
+struct AddressRefusals {
+    name: &'static str,
+    /// When each address was last logged, and its refusals since.
+    seen: HashMap<Source, (Instant, u64)>,
+}
+
+impl AddressRefusals {
+    fn refused(&mut self, source: Source, peer: SocketAddr, limit: usize) {
+        let now = Instant::now();
+        if let Some((last, suppressed)) = self.seen.get_mut(&source) {
+            if now.duration_since(*last) < REFUSAL_LOG_INTERVAL {
+                *suppressed += 1;
+                return;
+            }
+        }
+        if self.seen.len() >= REFUSAL_LOG_ADDRESSES {
+            self.seen
+                .retain(|_, (last, _)| now.duration_since(*last) < REFUSAL_LOG_INTERVAL);
+        }
+        let also = self.seen.insert(source, (now, 0)).map_or(0, |(_, n)| n);
+        warn!(
+            service = self.name,
+            %peer,
+            %source,
+            limit,
+            also_refused = also,
+            "connection refused: too many connections from this address"
+        );
     }
 }
 
@@ -425,6 +627,11 @@ pub async fn serve_counted<H: Handler>(
         name,
         last: None,
         suppressed: 0,
+    };
+    let per_address = Arc::new(PerAddress::default());
+    let mut address_refusals = AddressRefusals {
+        name,
+        seen: HashMap::new(),
     };
     let mut backoff = Duration::from_millis(10);
 
@@ -466,6 +673,12 @@ pub async fn serve_counted<H: Handler>(
             refusals.refused(peer, limits.max_connections);
             continue;
         };
+        let source = Source::of(peer.ip());
+        let Some(address) = per_address.try_take(source, limits.max_per_address) else {
+            handler.refuse_per_address(&stream);
+            address_refusals.refused(source, peer, limits.max_per_address);
+            continue;
+        };
         if let Err(e) = stream.set_nodelay(true) {
             debug!(service = name, %peer, "cannot set TCP_NODELAY: {e}");
         }
@@ -479,6 +692,7 @@ pub async fn serve_counted<H: Handler>(
         let open = OpenGuard::new(counters.clone());
         conns.spawn(async move {
             let _permit = permit;
+            let _address = address;
             let _open = open;
             debug!(service = name, %peer, "connection opened");
             handler.serve(stream, ctx).await;
@@ -623,6 +837,43 @@ mod tests {
         run.await.unwrap();
         assert_eq!(counters.snapshot().accepted, 3);
         assert_eq!(counters.snapshot().open, 0);
+    }
+
+    #[test]
+    fn a_source_is_an_ipv4_address_or_an_ipv6_slash_64() {
+        let of = |s: &str| Source::of(s.parse().unwrap());
+        assert_eq!(of("127.0.0.1"), of("::ffff:127.0.0.1"));
+        assert_ne!(of("127.0.0.1"), of("127.0.0.2"));
+        assert_eq!(
+            of("2001:db8:1:2::1"),
+            of("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_ne!(of("2001:db8:1:2::1"), of("2001:db8:1:3::1"));
+        assert_eq!(of("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
+    }
+
+    #[test]
+    fn the_open_files_limit_is_shared_by_the_listeners_after_a_reserve() {
+        // 20 000 open files: 2 000 kept, 6 000 each for three listeners,
+        // not the 3 x 10 000 the default limit would let them open.
+        let b = nofile_budget(20_000, 3);
+        assert_eq!((b.reserve, b.per_listener), (2_000, 6_000));
+        // Small limits keep at least 256.
+        let b = nofile_budget(1_024, 3);
+        assert_eq!((b.reserve, b.per_listener), (256, 256));
+        // Never 0, however small.
+        assert_eq!(nofile_budget(100, 3).per_listener, 1);
+    }
+
+    #[tokio::test]
+    async fn the_per_address_count_is_given_back_when_a_connection_ends() {
+        let table = Arc::new(PerAddress::default());
+        let source = Source::of("127.0.0.1".parse().unwrap());
+        let first = table.try_take(source, 2).unwrap();
+        let _second = table.try_take(source, 2).unwrap();
+        assert!(table.try_take(source, 2).is_none(), "3 over a cap of 2");
+        drop(first);
+        assert!(table.try_take(source, 2).is_some());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! buffers a body whole: body bytes are handed out as [`Item::Body`] chunks of at
 //! most [`MAX_CHUNK`] bytes as soon as they arrive.
 
+use std::time::Duration;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -14,6 +16,11 @@ use super::{Frame, ProtoError};
 pub const DEFAULT_MAX_HEADER: usize = 65_536;
 /// Default limit on a body's declared `size` (1 TiB).
 pub const DEFAULT_MAX_BODY: u64 = 1 << 40;
+/// Default least progress of a body being read: this many bytes ...
+pub const DEFAULT_BODY_PROGRESS_BYTES: usize = 1024;
+/// ... within this long (so a body dripped a byte at a time cannot hold a
+/// connection and its upload open for hours).
+pub const DEFAULT_BODY_PROGRESS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest body chunk the decoder hands out at once.
 pub const MAX_CHUNK: usize = 256 * 1024;
 /// Bytes of the length prefix.
@@ -36,6 +43,13 @@ pub struct Limits {
     pub max_header: usize,
     /// Largest accepted body `size`.
     pub max_body: u64,
+    /// A body being read must bring at least this many bytes within each
+    /// [`body_progress_timeout`](Self::body_progress_timeout), or reading it
+    /// fails with [`ProtoError::BodyTooSlow`](super::ProtoError::BodyTooSlow);
+    /// 0 turns the check off.
+    pub body_progress_bytes: usize,
+    /// See [`body_progress_bytes`](Self::body_progress_bytes).
+    pub body_progress_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -43,6 +57,8 @@ impl Default for Limits {
         Limits {
             max_header: DEFAULT_MAX_HEADER,
             max_body: DEFAULT_MAX_BODY,
+            body_progress_bytes: DEFAULT_BODY_PROGRESS_BYTES,
+            body_progress_timeout: DEFAULT_BODY_PROGRESS_TIMEOUT,
         }
     }
 }

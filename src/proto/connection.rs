@@ -31,6 +31,21 @@ pub struct Connection<S> {
     codec: FrameCodec,
     /// Where the bytes this connection moves are counted (`sockit stats`).
     traffic: Option<Arc<crate::server::Counters>>,
+    /// The progress deadline of the body being read, from the first time
+    /// it is asked for until it is complete.
+    progress: Option<Progress>,
+}
+
+/// How a body being read stands against its least progress
+/// ([`Limits::body_progress_bytes`] per [`Limits::body_progress_timeout`]):
+/// one deadline, moved on each time enough bytes have come, rather than a
+/// timer per read.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// When the bytes still owed for this step must have come.
+    deadline: tokio::time::Instant,
+    /// Bytes come in this step.
+    got: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -42,6 +57,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             wbuf: BytesMut::new(),
             codec: FrameCodec::new(limits),
             traffic: None,
+            progress: None,
         }
     }
 
@@ -184,16 +200,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         loop {
             let left = self.codec.read_body_left();
             if left == 0 {
+                self.progress = None;
                 return Ok(None);
             }
             if let Some(Item::Body(chunk)) = self.codec.decode(&mut self.rbuf)? {
                 return Ok(Some(chunk));
             }
             let want = (left as usize).clamp(READ_SIZE, MAX_CHUNK);
-            if !self.fill(want).await? {
+            if !self.fill_in_time(want).await? {
                 return Err(ProtoError::Truncated);
             }
         }
+    }
+
+    /// [`fill`](Self::fill) for a body, under its progress deadline.
+    async fn fill_in_time(&mut self, want: usize) -> Result<bool, ProtoError> {
+        let limits = self.codec.limits();
+        if limits.body_progress_bytes == 0 {
+            return self.fill(want).await;
+        }
+        let now = tokio::time::Instant::now();
+        let progress = *self.progress.get_or_insert(Progress {
+            deadline: now + limits.body_progress_timeout,
+            got: 0,
+        });
+        let before = self.rbuf.len();
+        let filled = tokio::time::timeout_at(progress.deadline, self.fill(want))
+            .await
+            .map_err(|_| ProtoError::BodyTooSlow {
+                bytes: limits.body_progress_bytes,
+                within: limits.body_progress_timeout,
+            })??;
+        let got = progress.got + self.rbuf.len().saturating_sub(before);
+        self.progress = Some(if got >= limits.body_progress_bytes {
+            Progress {
+                deadline: tokio::time::Instant::now() + limits.body_progress_timeout,
+                got: 0,
+            }
+        } else {
+            Progress { got, ..progress }
+        });
+        Ok(filled)
     }
 
     /// Body bytes of the current message still unread.
@@ -337,6 +384,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::duplex;
 
     #[tokio::test]
@@ -394,6 +442,92 @@ mod tests {
         a.write_all(&[0, 0, 0, 50, b'{']).await.unwrap();
         drop(a);
         assert!(matches!(rx.read_frame().await, Err(ProtoError::Truncated)));
+    }
+
+    /// Sends a `put` header of `size` and then `piece` bytes every `every`,
+    /// `pieces` times, keeping the pipe open, to a reader that wants 1 KiB
+    /// per `within`; returns what reading the body ended with, and after how
+    /// long. (Real time: tokio's paused clock is not built in.)
+    async fn drip(
+        size: u64,
+        piece: usize,
+        every: Duration,
+        pieces: usize,
+        within: Duration,
+    ) -> (Result<u64, ProtoError>, Duration) {
+        let limits = Limits {
+            body_progress_bytes: 1024,
+            body_progress_timeout: within,
+            ..Limits::default()
+        };
+        let (a, b) = duplex(1 << 16);
+        let mut tx = Connection::new(a, Limits::default());
+        let mut rx = Connection::new(b, limits);
+        tx.queue_frame(&Frame::new("put").with_body_len(size))
+            .unwrap();
+        tx.flush().await.unwrap();
+        let writer = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.tick().await;
+            for _ in 0..pieces {
+                ticks.tick().await;
+                if tx.write_body(&vec![b'x'; piece]).await.is_err() || tx.flush().await.is_err() {
+                    break;
+                }
+            }
+            // Hold the pipe open: the reader must end on its own.
+            std::future::pending::<()>().await;
+        });
+        rx.read_frame().await.unwrap().unwrap();
+        let start = tokio::time::Instant::now();
+        let mut got = 0u64;
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match rx.read_body_chunk().await {
+                    Ok(Some(chunk)) => got += chunk.len() as u64,
+                    Ok(None) => break Ok(got),
+                    Err(e) => break Err(e),
+                }
+            }
+        })
+        .await
+        .expect("reading the body ends within 10 s");
+        writer.abort();
+        (end, start.elapsed())
+    }
+
+    #[tokio::test]
+    async fn a_body_dripped_below_1_kib_per_500_ms_is_cut_at_the_deadline() {
+        // 1 byte every 100 ms: each byte is traffic (an idle timer would be
+        // reset by every one), but far from the progress asked for.
+        let within = Duration::from_millis(500);
+        let (end, after) = drip(1_000_000, 1, Duration::from_millis(100), 1_000, within).await;
+        assert!(
+            matches!(end, Err(ProtoError::BodyTooSlow { bytes: 1024, .. })),
+            "{end:?}"
+        );
+        assert!(after >= within, "not before the deadline: {after:?}");
+        assert!(after < within * 4, "at the deadline: {after:?}");
+        assert_eq!(
+            end.unwrap_err().code(),
+            Some(ErrorCode::BodyTooSlow),
+            "reported with its code"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_body_above_1_kib_per_1_s_is_read_to_its_end() {
+        // 600 bytes every 100 ms (6 KiB/s, 2 s in all): slow, but moving.
+        let size = 20 * 600;
+        let (end, _) = drip(
+            size,
+            600,
+            Duration::from_millis(100),
+            20,
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(end.unwrap(), size);
     }
 
     #[tokio::test]

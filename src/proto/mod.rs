@@ -228,6 +228,11 @@ pub enum ErrorCode {
     SlowConsumer,
     /// A plain client reached a port that speaks TLS; closed.
     TlsRequired,
+    /// The client's address has as many connections open as the server
+    /// allows one address; closed.
+    TooManyConnections,
+    /// A body arrived more slowly than the server's least rate; closed.
+    BodyTooSlow,
 }
 
 impl ErrorCode {
@@ -247,6 +252,8 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::TlsRequired => "tls_required",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::BodyTooSlow => "body_too_slow",
         }
     }
 }
@@ -284,6 +291,12 @@ pub enum ProtoError {
     /// Nothing arrived in time.
     #[error("timed out")]
     Timeout,
+    /// A body brought less than its least progress in time.
+    #[error("body too slow: less than {bytes} bytes arrived within {}", humantime::format_duration(*.within))]
+    BodyTooSlow {
+        bytes: usize,
+        within: std::time::Duration,
+    },
     /// The peer answered with an error frame (client side), or a request was
     /// refused with this code (server side).
     #[error("{code}: {message}")]
@@ -298,6 +311,7 @@ impl ProtoError {
             ProtoError::BadHeader(_) => Some(ErrorCode::BadHeader),
             ProtoError::BadSize(_) => Some(ErrorCode::BadSize),
             ProtoError::Timeout => Some(ErrorCode::Timeout),
+            ProtoError::BodyTooSlow { .. } => Some(ErrorCode::BodyTooSlow),
             _ => None,
         }
     }

@@ -293,7 +293,27 @@ impl Handler for HttpHandler {
         };
         self.serve_http(tls, activity, &ctx, speaks).await;
     }
+
+    /// A `503` saying why, on plain HTTP (an HTTPS client would read it as
+    /// a broken handshake: it just sees the close).
+    fn refuse_per_address(&self, stream: &TcpStream) {
+        if self.tls.is_none() {
+            // A fresh socket's send buffer is empty: this small write
+            // completes at once, or the client just sees the close.
+            let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+        }
+    }
 }
+
+/// The answer to a connection over its address's cap
+/// (`limits.max_connections_per_address`).
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+content-length: 64\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\
+\r\n\
+too many connections from your address: close one and try again\n";
 
 impl HttpHandler {
     /// Serves HTTP on `io` (plain TCP or TLS) until the connection ends,
@@ -332,6 +352,11 @@ impl HttpHandler {
             .timer(TokioTimer::new())
             .header_read_timeout(settings.header_timeout)
             .max_buf_size(settings.max_header_bytes.max(8192))
+            // A client that sends its request and then shuts down its
+            // writing side (curl, `printf ... | nc`) waits for the answer:
+            // without this, hyper takes the end of input for the end of the
+            // connection and closes without one.
+            .half_close(true)
             .keep_alive(true);
         builder
             .http2()
@@ -418,6 +443,7 @@ async fn redirect_to_https(
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
         .max_buf_size(settings.max_header_bytes.max(8192))
+        .half_close(true)
         .keep_alive(false)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
