@@ -199,7 +199,7 @@ pub fn file_parts_body(parts: Vec<Part>) -> Body {
         .collect();
     Body::new(FileBody {
         parts,
-        reading: None,
+        ahead: VecDeque::new(),
         left,
     })
 }
@@ -217,41 +217,73 @@ enum Piece {
 /// A chunk being read on the blocking pool.
 type Read = Pin<Box<dyn Future<Output = std::io::Result<Bytes>> + Send>>;
 
+/// Chunks of a response read ahead of the one hyper is sending. Two hide the
+/// time a blocking thread takes to wake on a busy machine; a client that
+/// stops reading holds them (and hyper's one) in memory, no thread.
+pub const READ_AHEAD: usize = 2;
+
+/// One read ahead: in flight, or done and waiting for its turn.
+enum Slot {
+    Reading(Read),
+    Done(std::io::Result<Bytes>),
+}
+
 /// A body read from files a chunk at a time. Hyper polls a body only when the
 /// connection can take more (HTTP/1: the socket is writable; HTTP/2: the
-/// stream has window), so each poll starts at most one short blocking read
-/// ([`crate::store::read::read_at`], under the transfers' shared limit) and
-/// one more is read ahead while the chunk is sent: a client that stops
-/// reading holds no thread, only those two chunks.
+/// stream has window), and each chunk is one short blocking read
+/// ([`crate::store::read::read_at`], under the transfers' shared limit), at
+/// most [`READ_AHEAD`] ahead of the one being sent: a client that stops
+/// reading holds no thread, only those chunks.
 struct FileBody {
     /// The parts not yet sent, the current one first.
     parts: VecDeque<Piece>,
-    /// The read of the current file part's next chunk, if started.
-    reading: Option<Read>,
+    /// Reads of the current file part's next chunks, in order.
+    ahead: VecDeque<Slot>,
     /// Bytes still to send (the exact length hyper announced).
     left: u64,
 }
 
 impl FileBody {
-    /// Starts reading the next chunk of the current part, if it is a file
-    /// part with bytes left, polling it once so it gets going.
-    fn read_ahead(&mut self, cx: &mut Context<'_>) {
-        if self.reading.is_some() {
-            return;
-        }
+    /// Starts reads of the current part's next chunks, up to [`READ_AHEAD`],
+    /// if it is a file part with bytes left.
+    fn read_ahead(&mut self) {
         let Some(Piece::File { file, at, end }) = self.parts.front_mut() else {
             return;
         };
-        if *at >= *end {
-            return;
+        while self.ahead.len() < READ_AHEAD && *at < *end {
+            let want = (*end - *at).min(FILE_CHUNK as u64) as usize;
+            self.ahead
+                .push_back(Slot::Reading(Box::pin(crate::store::read::read_at(
+                    file.clone(),
+                    *at,
+                    want,
+                ))));
+            *at += want as u64;
         }
-        let want = (*end - *at).min(FILE_CHUNK as u64) as usize;
-        let mut read: Read = Box::pin(crate::store::read::read_at(file.clone(), *at, want));
-        *at += want as u64;
-        if let Poll::Ready(r) = read.as_mut().poll(cx) {
-            read = Box::pin(std::future::ready(r));
+    }
+
+    /// Drives every read in flight (each waits for a permit, then for its
+    /// thread), keeping the results in order.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        for slot in self.ahead.iter_mut() {
+            if let Slot::Reading(read) = slot {
+                if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                    *slot = Slot::Done(r);
+                }
+            }
         }
-        self.reading = Some(read);
+    }
+
+    /// The first read's result, once it is there.
+    fn poll_ahead(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Bytes>> {
+        self.drive(cx);
+        match self.ahead.front() {
+            Some(Slot::Done(_)) => match self.ahead.pop_front() {
+                Some(Slot::Done(r)) => Poll::Ready(r),
+                _ => Poll::Pending,
+            },
+            _ => Poll::Pending,
+        }
     }
 }
 
@@ -265,12 +297,12 @@ impl http_body::Body for FileBody {
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = &mut *self;
         loop {
-            if let Some(read) = this.reading.as_mut() {
-                let chunk = ready!(read.as_mut().poll(cx));
-                this.reading = None;
-                let chunk = chunk?;
+            if !this.ahead.is_empty() {
+                let chunk = ready!(this.poll_ahead(cx))?;
                 this.left = this.left.saturating_sub(chunk.len() as u64);
-                this.read_ahead(cx);
+                this.read_ahead();
+                // Started reads get going now, not when hyper polls next.
+                this.drive(cx);
                 return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
             match this.parts.front_mut() {
@@ -279,13 +311,14 @@ impl http_body::Body for FileBody {
                     let b = std::mem::take(b);
                     this.parts.pop_front();
                     this.left = this.left.saturating_sub(b.len() as u64);
-                    this.read_ahead(cx);
+                    this.read_ahead();
+                    this.drive(cx);
                     return Poll::Ready(Some(Ok(Frame::data(b))));
                 }
                 Some(Piece::File { at, end, .. }) if *at >= *end => {
                     this.parts.pop_front();
                 }
-                Some(Piece::File { .. }) => this.read_ahead(cx),
+                Some(Piece::File { .. }) => this.read_ahead(),
             }
         }
     }
