@@ -734,3 +734,153 @@ async fn put_may_be_checked_with_sha256_and_the_store_still_records_blake3() {
     assert_eq!(next(&mut conn).await.0.str("blake3"), Some(blake3.as_str()));
     srv.stop().await;
 }
+
+/// Threads of this process (the server runs in it).
+fn process_threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+/// A plain framed connection whose receive buffer is 4 KiB, so a download
+/// it does not read stalls the server's side at once.
+async fn tiny_window_client(addr: std::net::SocketAddr) -> Connection<sockit::tls::Stream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let mut conn = Connection::new(
+        sockit::tls::Stream::Plain(stream),
+        sockit::proto::Limits::default(),
+    );
+    conn.write_frame(&Frame::new("hello").with("version", 1))
+        .await
+        .unwrap();
+    conn.read_frame().await.unwrap().unwrap();
+    conn
+}
+
+/// Downloads started by the attack that never read (most at once).
+const STALLED_GETS: usize = 600;
+/// How long another user may wait for `auth` + `stat` meanwhile.
+const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+/// Process threads allowed while the stalled downloads are open: the
+/// transfers' 64 disk reads, the runtimes' workers and room for metadata
+/// work; a thread per download would be over 600.
+const THREADS_AT_MOST: usize = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_hundred_gets_that_never_read_leave_other_users_answered_within_2s() {
+    let srv = common::start(|_| {}).await;
+    let mut attacker = registered(&srv, "mallory").await;
+    let (_, token, _) = attacker.login("mallory", "correct horse").await.unwrap();
+    let space = srv.data.path().join("files/mallory");
+    std::fs::create_dir_all(&space).unwrap();
+    std::fs::write(space.join("big.bin"), pattern(16 << 20, 1)).unwrap();
+    let mut victim = registered(&srv, "victor").await;
+    victim.mkdir("docs", false).await.unwrap();
+    let (_, victim_token, _) = victim.login("victor", "correct horse").await.unwrap();
+
+    // Each attacker authenticates, asks for the 16 MiB file, takes the
+    // header and then reads nothing more.
+    let tasks: Vec<_> = (0..STALLED_GETS)
+        .map(|_| {
+            let (addr, token) = (srv.framed, token.clone());
+            tokio::spawn(async move {
+                let mut conn = tiny_window_client(addr).await;
+                let started = tokio::time::timeout(Duration::from_secs(10), async {
+                    conn.write_frame(&Frame::new("auth").with("token", token))
+                        .await
+                        .ok()?;
+                    conn.read_frame().await.ok()??;
+                    conn.write_frame(&Frame::new("get").with("path", "big.bin"))
+                        .await
+                        .ok()?;
+                    let header = conn.read_frame().await.ok()??;
+                    (header.kind() == "file").then_some(())
+                })
+                .await;
+                (conn, matches!(started, Ok(Some(()))))
+            })
+        })
+        .collect();
+    let mut stalled = Vec::new();
+    let mut sending = 0;
+    for t in tasks {
+        let (conn, started) = t.await.unwrap();
+        sending += usize::from(started);
+        stalled.push(conn);
+    }
+
+    // Another user, meanwhile: a fresh connection, auth, stat.
+    let t0 = std::time::Instant::now();
+    let answered = tokio::time::timeout(ANSWER_WITHIN, async {
+        let mut conn = common::framed_client(srv.framed).await;
+        let authed = raw(
+            &mut conn,
+            Frame::new("auth").with("token", victim_token),
+            b"",
+        )
+        .await;
+        let stat = raw(&mut conn, Frame::new("stat").with("path", "docs"), b"").await;
+        (authed, stat)
+    })
+    .await;
+    let threads = process_threads();
+    assert_eq!(
+        answered.as_ref().ok(),
+        Some(&("authed".to_string(), "stat".to_string())),
+        "with {STALLED_GETS} gets that never read ({sending} of them sending), another user's \
+auth + stat must be answered within {ANSWER_WITHIN:?}; waited {:?} ({threads} threads)",
+        t0.elapsed()
+    );
+    assert!(
+        threads <= THREADS_AT_MOST,
+        "{STALLED_GETS} stalled gets ({sending} sending) hold {threads} threads; at most \
+{THREADS_AT_MOST} allowed (no thread per download)"
+    );
+    assert_eq!(sending, STALLED_GETS, "every attacker's get started");
+    drop(stalled);
+    srv.stop().await;
+}
+
+/// Opens the FIFO at `path` for writing, if a reader waits on it, and
+/// closes it: a server stuck opening it is released, so a failing test
+/// ends instead of waiting for its blocked thread at shutdown.
+fn release_fifo(path: &std::path::Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+}
+
+/// Makes a FIFO at `path` (as an administrator could plant one).
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a plain system call with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+#[tokio::test]
+async fn get_of_a_fifo_is_refused_at_once_with_not_a_file() {
+    let srv = common::start(|_| {}).await;
+    let mut conn = raw_login(&srv, "fifi").await;
+    let space = srv.data.path().join("files/fifi");
+    std::fs::create_dir_all(&space).unwrap();
+    mkfifo(&space.join("pipe"));
+    let refused = tokio::time::timeout(
+        ANSWER_WITHIN,
+        raw(&mut conn, Frame::new("get").with("path", "pipe"), b""),
+    )
+    .await;
+    release_fifo(&space.join("pipe"));
+    assert_eq!(
+        refused.ok().as_deref(),
+        Some("not_a_file"),
+        "a get of a FIFO must be refused within {ANSWER_WITHIN:?}, not wait for a writer"
+    );
+    // The connection goes on.
+    assert_eq!(
+        raw(&mut conn, Frame::new("stat").with("path", "pipe"), b"").await,
+        "stat"
+    );
+    srv.stop().await;
+}

@@ -1108,3 +1108,154 @@ async fn a_chat_socket_holds_its_connection_slot_until_it_closes() {
         tokio::time::timeout(std::time::Duration::from_secs(5), ws.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the socket was closed at shutdown");
 }
+
+/// Threads of this process (the server runs in it).
+fn process_threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+/// Sends `request` on a connection whose receive buffer is 4 KiB, waits for
+/// the response head (within 10 s) and returns the connection unread:
+/// the body stalls on the server's side. `None` if no head came.
+async fn stalled_download(
+    addr: std::net::SocketAddr,
+    request: String,
+) -> (tokio::net::TcpStream, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    let head = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        s.write_all(request.as_bytes()).await.ok()?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).await.ok()? == 0 {
+                return None;
+            }
+            head.push(byte[0]);
+        }
+        Some(String::from_utf8_lossy(&head).into_owned())
+    })
+    .await
+    .ok()
+    .flatten();
+    (s, head)
+}
+
+/// Downloads started by the attack that never read: half from the API,
+/// half from the static site (which needs no account).
+const STALLED_DOWNLOADS: usize = 600;
+/// How long another user may wait for `/api/ls` meanwhile.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+/// Process threads allowed while the stalled downloads are open: the
+/// transfers' 64 disk reads, the runtimes' workers and room for metadata
+/// work; a thread per download would be over 600.
+const THREADS_AT_MOST: usize = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_hundred_downloads_that_never_read_leave_api_ls_answered_within_2s() {
+    let srv = common::start(|_| {}).await;
+    let attacker = bearer(&srv, "mallory").await;
+    let victim = bearer(&srv, "victor").await;
+    let big = pattern(16 << 20, 2);
+    let space = srv.data.path().join("files/mallory");
+    std::fs::create_dir_all(&space).unwrap();
+    std::fs::write(space.join("big.bin"), &big).unwrap();
+    std::fs::write(srv.data.path().join("public/big.bin"), &big).unwrap();
+
+    let tasks: Vec<_> = (0..STALLED_DOWNLOADS)
+        .map(|i| {
+            let request = if i % 2 == 0 {
+                format!(
+                    "GET /api/files/big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+                    attacker.token
+                )
+            } else {
+                "GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n".to_string()
+            };
+            tokio::spawn(stalled_download(srv.web, request))
+        })
+        .collect();
+    let mut stalled = Vec::new();
+    let mut sending = 0;
+    for t in tasks {
+        let (s, head) = t.await.unwrap();
+        sending += usize::from(head.is_some_and(|h| h.starts_with("HTTP/1.1 200")));
+        stalled.push(s);
+    }
+
+    let t0 = std::time::Instant::now();
+    let listed = tokio::time::timeout(
+        ANSWER_WITHIN,
+        victim.req(reqwest::Method::GET, "/api/ls/").send(),
+    )
+    .await;
+    let threads = process_threads();
+    let status = listed.ok().and_then(|r| r.ok()).map(|r| r.status());
+    assert_eq!(
+        status,
+        Some(StatusCode::OK),
+        "with {STALLED_DOWNLOADS} downloads that never read ({sending} of them sending), \
+another user's /api/ls must be answered within {ANSWER_WITHIN:?}; waited {:?} ({threads} threads)",
+        t0.elapsed()
+    );
+    assert!(
+        threads <= THREADS_AT_MOST,
+        "{STALLED_DOWNLOADS} stalled downloads ({sending} sending) hold {threads} threads; \
+at most {THREADS_AT_MOST} allowed (no thread per download)"
+    );
+    assert_eq!(sending, STALLED_DOWNLOADS, "every download started");
+    drop(stalled);
+    srv.stop().await;
+}
+
+/// Opens the FIFO at `path` for writing, if a reader waits on it, and
+/// closes it: a server stuck opening it is released, so a failing test
+/// ends instead of waiting for its blocked thread at shutdown.
+fn release_fifo(path: &std::path::Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+}
+
+/// Makes a FIFO at `path` (as an administrator could plant one).
+fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a plain system call with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+#[tokio::test]
+async fn a_fifo_is_refused_at_once_with_403_by_the_api_and_the_site() {
+    let srv = common::start(|_| {}).await;
+    let s = bearer(&srv, "fifi").await;
+    let space = srv.data.path().join("files/fifi");
+    std::fs::create_dir_all(&space).unwrap();
+    mkfifo(&space.join("pipe"));
+    mkfifo(&srv.data.path().join("public/pipe"));
+    let r = tokio::time::timeout(
+        ANSWER_WITHIN,
+        s.req(reqwest::Method::GET, "/api/files/pipe").send(),
+    )
+    .await;
+    release_fifo(&space.join("pipe"));
+    let r = r
+        .expect("a download of a FIFO is refused within 2 s, not left waiting for a writer")
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(body(r).await["error"], "not_a_file");
+    let r = tokio::time::timeout(
+        ANSWER_WITHIN,
+        s.c.get(format!("http://{}/pipe", srv.web)).send(),
+    )
+    .await;
+    release_fifo(&srv.data.path().join("public/pipe"));
+    let r = r
+        .expect("the site refuses a FIFO within 2 s, not left waiting for a writer")
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    srv.stop().await;
+}

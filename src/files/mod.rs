@@ -25,6 +25,7 @@ const PIPE_DEPTH: usize = 4;
 /// [`PIPE_DEPTH`] chunks are in flight.
 pub mod pipe {
     use std::io::{Read, Write};
+    use std::sync::Arc;
 
     use bytes::Bytes;
     use tokio::sync::mpsc;
@@ -35,6 +36,11 @@ pub mod pipe {
     /// Reads `len` bytes of `file` from its current position, hashing them
     /// into `hasher`; the chunks arrive on the receiver. The task returns the
     /// hasher, or the read error (including the file ending early).
+    ///
+    /// The task holds a blocking thread until the receiver has taken every
+    /// chunk: right for the client, which sends its own file, wrong for a
+    /// server, where the receiver's pace is a peer's; the server's downloads
+    /// use [`Chunks`].
     pub fn reader(
         mut file: std::fs::File,
         len: u64,
@@ -72,6 +78,59 @@ pub mod pipe {
             Ok(hasher)
         });
         (rx, task)
+    }
+
+    /// A download's disk side on a server: each [`Chunks::next`] reads and
+    /// hashes one chunk in a short blocking task
+    /// ([`crate::store::read::read_hashed`]), so a peer that stops reading
+    /// holds no thread, only the chunk being sent and the one read ahead.
+    pub struct Chunks {
+        file: Arc<std::fs::File>,
+        at: u64,
+        end: u64,
+        /// The hash so far; out with the read in flight, so a read dropped
+        /// half-way leaves `None` and the download cannot claim a hash.
+        hasher: Option<blake3::Hasher>,
+    }
+
+    impl Chunks {
+        /// `len` bytes of `file` from `at`, hashed into `hasher` (which
+        /// already covers what comes before `at`).
+        pub fn new(file: Arc<std::fs::File>, at: u64, len: u64, hasher: blake3::Hasher) -> Chunks {
+            Chunks {
+                file,
+                at,
+                end: at + len,
+                hasher: Some(hasher),
+            }
+        }
+
+        /// The next chunk (at most [`TRANSFER_CHUNK`] bytes), `None` at the
+        /// end, or the read error (including the file ending early).
+        pub async fn next(&mut self) -> std::io::Result<Option<Bytes>> {
+            if self.at >= self.end {
+                return Ok(None);
+            }
+            let want = (self.end - self.at).min(TRANSFER_CHUNK as u64) as usize;
+            let hasher = self.hasher.take().ok_or_else(interrupted)?;
+            let (chunk, hasher) =
+                crate::store::read::read_hashed(self.file.clone(), self.at, want, hasher).await?;
+            self.hasher = Some(hasher);
+            self.at += want as u64;
+            Ok(Some(chunk))
+        }
+
+        /// The hash of the whole file, once every chunk has been read.
+        pub fn finish(self) -> std::io::Result<blake3::Hasher> {
+            if self.at < self.end {
+                return Err(interrupted());
+            }
+            self.hasher.ok_or_else(interrupted)
+        }
+    }
+
+    fn interrupted() -> std::io::Error {
+        std::io::Error::other("a read of this download was interrupted")
     }
 
     /// What a writer ends with: the file (unsynced), the hash of everything

@@ -363,19 +363,11 @@ async fn get(
         0
     };
     // The hash covers the whole file: hash the part the client already has,
-    // then a disk thread reads and hashes the rest while we send it.
-    let hasher = {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let mut file = file;
-        tokio::task::spawn_blocking(move || {
-            let r = pipe::hash_prefix(&mut file, offset).map(|h| (file, h));
-            let _ = tx.send(r);
-        });
-        rx.await
-            .map_err(|e| HandlerError::refuse("internal", e.to_string()))?
-    };
-    let (file, hasher) =
-        hasher.map_err(|e| HandlerError::refuse("internal", format!("reading {p}: {e}")))?;
+    // then read and hash the rest a chunk at a time as the socket takes it.
+    let file = std::sync::Arc::new(file);
+    let hasher = crate::store::read::hash_range(file.clone(), 0, offset, blake3::Hasher::new())
+        .await
+        .map_err(|e| HandlerError::refuse("internal", format!("reading {p}: {e}")))?;
     let header = Frame::new("file")
         .with("path", p.to_string())
         .with("length", length)
@@ -384,20 +376,21 @@ async fn get(
         .with_body_len(length - offset)
         .reply_to(req);
     conn.queue_frame(&header)?;
-    let (mut chunks, disk) = pipe::reader(file, length - offset, hasher);
-    while let Some(chunk) = chunks.recv().await {
-        timed(idle, conn.write_body(&chunk)).await?;
-    }
-    let hasher = match disk.await {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => {
-            // The file changed after the header promised its length: the
-            // stream cannot be completed, so the connection must end.
-            tracing::warn!(path = %p, "cannot finish sending: {e}; closing the connection");
-            return Err(HandlerError::Proto(ProtoError::Truncated));
-        }
-        Err(e) => return Err(HandlerError::refuse("internal", e.to_string())),
+    // The file changed after the header promised its length: the stream
+    // cannot be completed, so the connection must end.
+    let cut = |e: std::io::Error| {
+        tracing::warn!(path = %p, "cannot finish sending: {e}; closing the connection");
+        HandlerError::Proto(ProtoError::Truncated)
     };
+    let mut chunks = pipe::Chunks::new(file, offset, length - offset, hasher);
+    let mut chunk = chunks.next().await.map_err(cut)?;
+    while let Some(c) = chunk {
+        // The next chunk is read while this one is sent: one read ahead.
+        let (sent, next) = tokio::join!(timed(idle, conn.write_body(&c)), chunks.next());
+        sent?;
+        chunk = next.map_err(cut)?;
+    }
+    let hasher = chunks.finish().map_err(cut)?;
     let end = Frame::new("file_end")
         .with("blake3", hasher.finalize().to_hex().to_string())
         .reply_to(req);

@@ -15,6 +15,7 @@
 
 pub mod digest;
 pub mod path;
+pub mod read;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -53,6 +54,10 @@ pub enum StoreError {
     /// A file where a folder was expected.
     #[error("{0} is not a folder")]
     NotADirectory(String),
+    /// Neither a regular file nor a folder (a FIFO, a socket, a device):
+    /// never read, since reading one could wait forever.
+    #[error("{0} is not a regular file or folder; only those are served")]
+    NotAFile(String),
     /// Removing a folder that has content, without recursion.
     #[error("{0} is not empty (use -r to remove it with its content)")]
     NotEmpty(String),
@@ -82,6 +87,7 @@ impl StoreError {
             StoreError::Exists(_) => "exists",
             StoreError::IsADirectory(_) => "is_a_directory",
             StoreError::NotADirectory(_) => "not_a_directory",
+            StoreError::NotAFile(_) => "not_a_file",
             StoreError::NotEmpty(_) => "not_empty",
             StoreError::QuotaExceeded { .. } => "quota_exceeded",
             StoreError::TooLarge { .. } => "too_large",
@@ -390,7 +396,8 @@ impl Store {
         Ok(())
     }
 
-    /// Opens a file for download: the file, its length and mtime.
+    /// Opens a regular file for download: the file, its length and mtime.
+    /// Anything else (a FIFO, a device) is refused at once with `not_a_file`.
     pub fn open_read(
         &self,
         user_key: &str,
@@ -398,10 +405,13 @@ impl Store {
     ) -> Result<(std::fs::File, u64, i64), StoreError> {
         let r = self.resolve(user_key, path)?;
         let err = |e| StoreError::from_io(e, path);
-        let file = r.dir.open(r.name_or_dot()).map_err(err)?;
+        let file = path::open_for_reading(&r.dir, r.name_or_dot()).map_err(err)?;
         let meta = file.metadata().map_err(err)?;
         if meta.is_dir() {
             return Err(StoreError::IsADirectory(path.to_string()));
+        }
+        if !meta.is_file() {
+            return Err(StoreError::NotAFile(path.to_string()));
         }
         Ok((file.into_std(), meta.len(), mtime_ns(&meta)))
     }

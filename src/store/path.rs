@@ -232,6 +232,19 @@ pub fn resolve(root: &Dir, path: &RemotePath) -> std::io::Result<Resolved> {
     })
 }
 
+/// Opens `name` in `dir` (a resolved path, see [`resolve`]) for reading
+/// without waiting on it: `O_NONBLOCK`, so a FIFO or a device planted in a
+/// space returns at once instead of holding a thread until a writer comes.
+/// The caller then checks the metadata of the open file and serves only
+/// regular files and folders (on which `O_NONBLOCK` has no effect).
+pub fn open_for_reading(dir: &Dir, name: &Path) -> std::io::Result<cap_std::fs::File> {
+    use cap_std::fs::OpenOptionsExt;
+    let mut opts = cap_std::fs::OpenOptions::new();
+    opts.read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    dir.open_with(name, &opts)
+}
+
 /// Shows a name with control characters escaped, so no name can move the
 /// cursor, change colours or clear the screen of whoever lists it.
 pub fn escape_for_terminal(name: &str) -> String {

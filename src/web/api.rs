@@ -116,7 +116,7 @@ fn status_of(code: &str) -> StatusCode {
     match code {
         "bad_request" | "bad_path" => StatusCode::BAD_REQUEST,
         "unauthorized" | "bad_credentials" => StatusCode::UNAUTHORIZED,
-        "csrf" | "registration_closed" | "forbidden" => StatusCode::FORBIDDEN,
+        "csrf" | "registration_closed" | "forbidden" | "not_a_file" => StatusCode::FORBIDDEN,
         "not_found" => StatusCode::NOT_FOUND,
         "exists" | "busy" | "not_empty" | "offset_mismatch" | "is_a_directory"
         | "not_a_directory" => StatusCode::CONFLICT,

@@ -1,20 +1,23 @@
 //! Response bodies: the access-log wrapper that counts what was sent, and
-//! file bodies read on the blocking pool in large chunks.
+//! file bodies read from disk a large chunk at a time, only as fast as the
+//! client takes them.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
 use bytes::Bytes;
 use http::{Method, StatusCode, Version};
 use http_body::{Frame, SizeHint};
-use tokio::sync::mpsc;
 
 /// Bytes read from a file per chunk of a response.
-pub const FILE_CHUNK: usize = 256 * 1024;
+pub const FILE_CHUNK: usize = crate::store::read::READ_CHUNK;
 
 /// What the access log says of one request, completed when the body ends.
 #[derive(Debug)]
@@ -156,11 +159,8 @@ impl http_body::Body for Logged {
     }
 }
 
-/// Chunks of file data waiting to be sent, per response.
-const FILE_PIPE_DEPTH: usize = 2;
-
-/// A body of `len` bytes of `file` from `offset`, read on the blocking pool
-/// in [`FILE_CHUNK`]s, at most [`FILE_PIPE_DEPTH`] ahead of the socket.
+/// A body of `len` bytes of `file` from `offset`, read a [`FILE_CHUNK`] at
+/// a time (see [`FileBody`]).
 pub fn file_body(file: std::fs::File, offset: u64, len: u64) -> Body {
     file_parts_body(vec![Part::File { file, offset, len }])
 }
@@ -177,94 +177,117 @@ pub enum Part {
     },
 }
 
-/// A body made of parts, file ranges read on the blocking pool.
+/// A body made of parts, file ranges read a chunk at a time.
 pub fn file_parts_body(parts: Vec<Part>) -> Body {
-    let total: u64 = parts
+    let left = parts
         .iter()
         .map(|p| match p {
             Part::Bytes(b) => b.len() as u64,
             Part::File { len, .. } => *len,
         })
         .sum();
-    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(FILE_PIPE_DEPTH);
-    tokio::task::spawn_blocking(move || {
-        for part in parts {
-            match part {
-                Part::Bytes(b) => {
-                    if tx.blocking_send(Ok(b)).is_err() {
-                        return;
-                    }
-                }
-                Part::File { file, offset, len } => {
-                    let mut at = offset;
-                    let end = offset + len;
-                    while at < end {
-                        let want = (end - at).min(FILE_CHUNK as u64) as usize;
-                        match read_chunk(&file, at, want) {
-                            Ok(chunk) => {
-                                at += want as u64;
-                                if tx.blocking_send(Ok(chunk)).is_err() {
-                                    return; // The client went away.
-                                }
-                            }
-                            Err(e) => {
-                                let _ = tx.blocking_send(Err(e));
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    });
-    Body::new(ChannelBody { rx, left: total })
+    let parts = parts
+        .into_iter()
+        .map(|p| match p {
+            Part::Bytes(b) => Piece::Bytes(b),
+            Part::File { file, offset, len } => Piece::File {
+                file: Arc::new(file),
+                at: offset,
+                end: offset + len,
+            },
+        })
+        .collect();
+    Body::new(FileBody {
+        parts,
+        ahead: VecDeque::new(),
+        left,
+    })
 }
 
-/// Reads exactly `want` bytes at `at` into a fresh buffer that is never
-/// zeroed first (the read fills it), or fails if the file got shorter.
-fn read_chunk(file: &std::fs::File, at: u64, want: usize) -> std::io::Result<Bytes> {
-    use std::os::fd::AsRawFd;
-    let mut buf = bytes::BytesMut::with_capacity(want);
-    let mut filled = 0;
-    while filled < want {
-        // SAFETY: pread writes at most `want - filled` bytes into the spare
-        // capacity, which holds at least that many; only the bytes it
-        // reports are then counted as initialised (set_len below).
-        let n = unsafe {
-            libc::pread(
-                file.as_raw_fd(),
-                buf.as_mut_ptr().add(filled).cast(),
-                want - filled,
-                (at + filled as u64) as libc::off_t,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the file got shorter while it was being sent",
-            ));
-        }
-        filled += n as usize;
-        // SAFETY: the first `filled` bytes were written by pread.
-        unsafe { buf.set_len(filled) };
-    }
-    Ok(buf.freeze())
+/// What is left of a part to send.
+enum Piece {
+    Bytes(Bytes),
+    File {
+        file: Arc<std::fs::File>,
+        at: u64,
+        end: u64,
+    },
 }
 
-/// Body fed by a channel, with an exact length.
-struct ChannelBody {
-    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+/// A chunk being read on the blocking pool.
+type Read = Pin<Box<dyn Future<Output = std::io::Result<Bytes>> + Send>>;
+
+/// Chunks of a response read ahead of the one hyper is sending. Two hide the
+/// time a blocking thread takes to wake on a busy machine; a client that
+/// stops reading holds them (and hyper's one) in memory, no thread.
+pub const READ_AHEAD: usize = 2;
+
+/// One read ahead: in flight, or done and waiting for its turn.
+enum Slot {
+    Reading(Read),
+    Done(std::io::Result<Bytes>),
+}
+
+/// A body read from files a chunk at a time. Hyper polls a body only when the
+/// connection can take more (HTTP/1: the socket is writable; HTTP/2: the
+/// stream has window), and each chunk is one short blocking read
+/// ([`crate::store::read::read_at`], under the transfers' shared limit), at
+/// most [`READ_AHEAD`] ahead of the one being sent: a client that stops
+/// reading holds no thread, only those chunks.
+struct FileBody {
+    /// The parts not yet sent, the current one first.
+    parts: VecDeque<Piece>,
+    /// Reads of the current file part's next chunks, in order.
+    ahead: VecDeque<Slot>,
+    /// Bytes still to send (the exact length hyper announced).
     left: u64,
 }
 
-impl http_body::Body for ChannelBody {
+impl FileBody {
+    /// Starts reads of the current part's next chunks, up to [`READ_AHEAD`],
+    /// if it is a file part with bytes left.
+    fn read_ahead(&mut self) {
+        let Some(Piece::File { file, at, end }) = self.parts.front_mut() else {
+            return;
+        };
+        while self.ahead.len() < READ_AHEAD && *at < *end {
+            let want = (*end - *at).min(FILE_CHUNK as u64) as usize;
+            self.ahead
+                .push_back(Slot::Reading(Box::pin(crate::store::read::read_at(
+                    file.clone(),
+                    *at,
+                    want,
+                ))));
+            *at += want as u64;
+        }
+    }
+
+    /// Drives every read in flight (each waits for a permit, then for its
+    /// thread), keeping the results in order.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        for slot in self.ahead.iter_mut() {
+            if let Slot::Reading(read) = slot {
+                if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                    *slot = Slot::Done(r);
+                }
+            }
+        }
+    }
+
+    /// The first read's result, once it is there.
+    fn poll_ahead(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Bytes>> {
+        self.drive(cx);
+        match self.ahead.front() {
+            Some(Slot::Done(_)) => match self.ahead.pop_front() {
+                Some(Slot::Done(r)) => Poll::Ready(r),
+                _ => Poll::Pending,
+            },
+            _ => Poll::Pending,
+        }
+    }
+}
+
+impl http_body::Body for FileBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
@@ -272,20 +295,31 @@ impl http_body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        if self.left == 0 {
-            return Poll::Ready(None);
-        }
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Ok(b))) => {
-                self.left = self.left.saturating_sub(b.len() as u64);
-                Poll::Ready(Some(Ok(Frame::data(b))))
+        let this = &mut *self;
+        loop {
+            if !this.ahead.is_empty() {
+                let chunk = ready!(this.poll_ahead(cx))?;
+                this.left = this.left.saturating_sub(chunk.len() as u64);
+                this.read_ahead();
+                // Started reads get going now, not when hyper polls next.
+                this.drive(cx);
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) => Poll::Ready(Some(Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "file reader stopped early",
-            )))),
-            Poll::Pending => Poll::Pending,
+            match this.parts.front_mut() {
+                None => return Poll::Ready(None),
+                Some(Piece::Bytes(b)) => {
+                    let b = std::mem::take(b);
+                    this.parts.pop_front();
+                    this.left = this.left.saturating_sub(b.len() as u64);
+                    this.read_ahead();
+                    this.drive(cx);
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                Some(Piece::File { at, end, .. }) if *at >= *end => {
+                    this.parts.pop_front();
+                }
+                Some(Piece::File { .. }) => this.read_ahead(),
+            }
         }
     }
 

@@ -30,7 +30,7 @@ use tokio::sync::OnceCell;
 use super::body::{file_body, file_parts_body, Part};
 use super::range::{self, Ranges, Validators};
 use super::sealed::read_exact;
-use crate::store::path::{resolve, PathError, RemotePath};
+use crate::store::path::{open_for_reading, resolve, PathError, RemotePath};
 
 /// Default cap on one file kept in memory.
 pub const DEFAULT_CACHE_FILE_MAX: u64 = 1024 * 1024;
@@ -186,12 +186,18 @@ pub fn parse_url_path(raw: &str) -> Result<(RemotePath, bool), PathError> {
 /// Opens `path` beneath the site's root through the one resolution
 /// function, or, with `follow_symlinks`, through the ambient file system
 /// (symlinks may then lead anywhere, which is what the option asks for).
+/// Either way without waiting on the file (`O_NONBLOCK`): a FIFO answers at
+/// once, and [`lookup`] refuses what is not a regular file or folder.
 fn open_path(site: &SiteInner, path: &RemotePath) -> std::io::Result<std::fs::File> {
     if site.opts.follow_symlinks {
-        std::fs::File::open(site.opts.root.join(path.to_path_buf()))
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(site.opts.root.join(path.to_path_buf()))
     } else {
         let r = resolve(&site.root, path)?;
-        Ok(r.dir.open(r.name_or_dot())?.into_std())
+        Ok(open_for_reading(&r.dir, r.name_or_dot())?.into_std())
     }
 }
 
@@ -211,6 +217,8 @@ enum Lookup {
     AddSlash,
     /// A folder without `index.html`: its listing.
     Listing(Vec<ListEntry>),
+    /// Neither a regular file nor a folder (a FIFO, a device): never read.
+    NotAFile,
     NotFound,
 }
 
@@ -427,6 +435,11 @@ impl Site {
                 super::redirect(&location)
             }
             Lookup::Listing(entries) => listing(req, raw, entries),
+            Lookup::NotAFile => html_page(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "<h1>403 Forbidden</h1><p>This is not a regular file; only files and folders are served.</p>",
+            ),
             Lookup::NotFound => not_found_page(),
         }
     }
@@ -889,7 +902,7 @@ fn lookup(site: &SiteInner, path: &RemotePath, folder: bool, key: String, enc: A
         let Ok(dir) = Dir::from_std_file(file).try_clone() else {
             return Lookup::NotFound;
         };
-        match dir.open("index.html").map(|f| f.into_std()) {
+        match open_for_reading(&dir, Path::new("index.html")).map(|f| f.into_std()) {
             Ok(f) => match f.metadata() {
                 Ok(m) if m.is_file() => {
                     let index = match path.join("index.html") {
@@ -898,6 +911,7 @@ fn lookup(site: &SiteInner, path: &RemotePath, folder: bool, key: String, enc: A
                     };
                     (f, m, index)
                 }
+                Ok(m) if !m.is_dir() => return Lookup::NotAFile,
                 _ => return Lookup::NotFound,
             },
             Err(_) if site.opts.list => return Lookup::Listing(list_dir(&dir, site.opts.hidden)),
@@ -909,7 +923,7 @@ fn lookup(site: &SiteInner, path: &RemotePath, folder: bool, key: String, enc: A
         }
         (file, meta, path.clone())
     } else {
-        return Lookup::NotFound;
+        return Lookup::NotAFile;
     };
     let stat = Stat::of(&meta);
     let name = path.name().unwrap_or("index.html").to_string();
