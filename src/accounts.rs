@@ -49,6 +49,9 @@ pub const MAX_LIMITER_ENTRIES: usize = 65_536;
 /// `sockit admin passwd` command); revocations made in this process are
 /// pushed at once.
 pub const REVOCATION_POLL: Duration = Duration::from_secs(1);
+/// Longest an attempt waits for attempts being checked ahead of it to
+/// settle before it is refused.
+pub const MAX_LIMIT_WAIT: Duration = Duration::from_secs(10);
 /// Revocation records older than this are swept (every server has read
 /// them long before).
 const REVOCATION_KEEP: Duration = Duration::from_secs(3600);
@@ -175,6 +178,8 @@ pub struct Session {
     pub user: User,
     /// When it stops working (seconds since the epoch).
     pub expires_at: i64,
+    /// The revocation epoch when it was opened; see [`Accounts::grant`].
+    epoch: u64,
 }
 
 /// Settings of the accounts store.
@@ -241,6 +246,8 @@ pub struct Accounts {
     hash_slots: Arc<tokio::sync::Semaphore>,
     /// Who is told when a user's sessions are revoked.
     revocations: Arc<Revocations>,
+    /// Woken when an attempt is settled, for those waiting in `take`.
+    settled: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -339,6 +346,7 @@ impl Accounts {
             settings,
             dummy_hash: Arc::new(hash_password("sockit dummy password")?),
             revocations: Arc::new(Revocations::new(last_revocation)),
+            settled: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -424,8 +432,8 @@ impl Accounts {
         if self.run(move |a| a.find(&check)).await?.is_some() {
             return Err(AccountError::Exists(name));
         }
-        let keys = [Key::register(ip)];
-        self.take(&keys)?;
+        let keys: Vec<Key> = ip.map(|_| Key::register(ip)).into_iter().collect();
+        self.take(&keys).await?;
         let result = self
             .hashing(move |a| {
                 let user = a.add_user(&name, &password)?;
@@ -436,9 +444,8 @@ impl Accounts {
                 Ok((user, session))
             })
             .await;
-        if matches!(result, Err(AccountError::Exists(_))) {
-            self.limiter.give_back(&keys);
-        }
+        // A name taken meanwhile costs nothing, like one taken before.
+        self.settle(&keys, matches!(result, Err(AccountError::Exists(_))));
         result
     }
 
@@ -494,16 +501,48 @@ impl Accounts {
     }
 
     /// Takes one attempt from each bucket of `keys`, or says when to retry.
-    fn take(&self, keys: &[Key]) -> Result<(), AccountError> {
-        self.limiter.take(keys).map_err(|(kind, retry_after)| {
-            let (limit, window) = self.limits(kind);
-            AccountError::RateLimited {
-                what: kind.what(),
-                limit,
-                window,
-                retry_after,
+    ///
+    /// A bucket emptied only by attempts still being checked is not a
+    /// refusal yet: those may succeed and give their attempts back (a crowd
+    /// behind one address logging in at once), so this waits for them, up
+    /// to [`MAX_LIMIT_WAIT`]. Attempts that fail keep theirs, and the
+    /// waiters behind them are then refused: a guesser's parallel
+    /// connections still get no more checks than the limit.
+    async fn take(&self, keys: &[Key]) -> Result<(), AccountError> {
+        let deadline = tokio::time::Instant::now() + MAX_LIMIT_WAIT;
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            // Registered before looking, so a settlement in between wakes it.
+            settled.as_mut().enable();
+            match self.limiter.take(keys) {
+                Ok(()) => return Ok(()),
+                Err(Denied::Pending) => {
+                    if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                        return Err(self.refusal(keys[0].kind, MAX_LIMIT_WAIT));
+                    }
+                }
+                Err(Denied::Empty(kind, retry_after)) => {
+                    return Err(self.refusal(kind, retry_after))
+                }
             }
-        })
+        }
+    }
+
+    /// The attempt of `take` is over: `success` gives it back.
+    fn settle(&self, keys: &[Key], success: bool) {
+        self.limiter.settle(keys, success);
+        self.settled.notify_waiters();
+    }
+
+    fn refusal(&self, kind: Kind, retry_after: Duration) -> AccountError {
+        let (limit, window) = self.limits(kind);
+        AccountError::RateLimited {
+            what: kind.what(),
+            limit,
+            window,
+            retry_after,
+        }
     }
 
     fn limits(&self, kind: Kind) -> (u32, Duration) {
@@ -522,14 +561,17 @@ impl Accounts {
         password: String,
         ip: Option<IpAddr>,
     ) -> Result<Session, AccountError> {
-        let keys = Key::login(&name, ip);
-        self.take(&keys)?;
+        // Local callers (the admin command, tests) have no address and no
+        // limit.
+        let keys = match ip {
+            Some(_) => Key::login(&name, ip).to_vec(),
+            None => Vec::new(),
+        };
+        self.take(&keys).await?;
         let result = self
             .hashing(move |a| a.check_password_blocking(&name, &password, ip))
             .await;
-        if result.is_ok() {
-            self.limiter.give_back(&keys);
-        }
+        self.settle(&keys, result.is_ok());
         result
     }
 
@@ -570,6 +612,7 @@ impl Accounts {
 
     /// A new session for `user`, who has just proved who they are.
     fn open_session(&self, user: User, ip: Option<IpAddr>) -> Result<Session, AccountError> {
+        let epoch = self.revocations.epoch();
         let token = format!("sk_{}", hex(&random_bytes::<32>()?));
         let expires_at = now() + self.settings.session_ttl.as_secs() as i64;
         self.db().execute(
@@ -580,6 +623,7 @@ impl Accounts {
             token,
             user,
             expires_at,
+            epoch,
         })
     }
 
@@ -619,6 +663,20 @@ impl Accounts {
             watch.mark_changed();
         }
         Ok(Grant { user, token, watch })
+    }
+
+    /// The grant of a session this connection has just opened (no lookup).
+    pub fn grant_session(&self, session: &Session) -> Grant {
+        self.poll_revocations();
+        let mut watch = self.revocations.watch(session.user.id);
+        if self.revocations.epoch() != session.epoch {
+            watch.mark_changed();
+        }
+        Grant {
+            user: session.user.clone(),
+            token: session.token.clone(),
+            watch,
+        }
     }
 
     /// Checks that `grant` still holds: free unless one of the user's
@@ -966,12 +1024,21 @@ fn limits_of(settings: &Settings, kind: Kind) -> (u32, Duration) {
 /// refill over their window. In memory for one process; a Redis-backed one
 /// (`INCR` with expiry) replaces it when several processes serve one site.
 pub trait Limiter: Send + Sync {
-    /// Takes one attempt from every bucket of `keys`, or from none: the
-    /// kind of an empty bucket and when it has an attempt again.
-    fn take(&self, keys: &[Key]) -> Result<(), (Kind, Duration)>;
-    /// Returns the attempt `take` took (a success proves the client was
-    /// not guessing).
-    fn give_back(&self, keys: &[Key]);
+    /// Takes one attempt from every bucket of `keys`, or from none.
+    fn take(&self, keys: &[Key]) -> Result<(), Denied>;
+    /// Ends an attempt `take` let through: a success gives it back (it
+    /// proves the client was not guessing), a failure keeps it spent.
+    fn settle(&self, keys: &[Key], success: bool);
+}
+
+/// Why [`Limiter::take`] let nothing through.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Denied {
+    /// A bucket is empty, but some of its attempts are still being checked
+    /// and may come back: ask again when one settles.
+    Pending,
+    /// A bucket of this kind is empty; it has an attempt again after this.
+    Empty(Kind, Duration),
 }
 
 /// The in-process [`Limiter`]: a map capped at `max` buckets.
@@ -986,6 +1053,8 @@ pub struct MemoryLimiter {
 struct Bucket {
     tokens: f64,
     at: Instant,
+    /// Attempts taken and not yet settled.
+    pending: u32,
 }
 
 impl MemoryLimiter {
@@ -1026,7 +1095,8 @@ impl MemoryLimiter {
     /// least recently used.
     fn evict(&self, buckets: &mut HashMap<Key, Bucket>, now: Instant) {
         buckets.retain(|k, b| {
-            self.tokens(k.kind, Some(b), now) < self.rate(k.kind).map_or(0.0, |r| r.0)
+            b.pending > 0
+                || self.tokens(k.kind, Some(b), now) < self.rate(k.kind).map_or(0.0, |r| r.0)
         });
         if buckets.len() < self.max - self.max / 8 {
             return;
@@ -1044,30 +1114,50 @@ impl MemoryLimiter {
 }
 
 impl Limiter for MemoryLimiter {
-    fn take(&self, keys: &[Key]) -> Result<(), (Kind, Duration)> {
+    fn take(&self, keys: &[Key]) -> Result<(), Denied> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = false;
         for key in keys {
-            let tokens = self.tokens(key.kind, buckets.get(key), now);
-            if tokens < 1.0 {
-                let per_sec = self.rate(key.kind).map_or(1.0, |r| r.1);
-                return Err((key.kind, Duration::from_secs_f64((1.0 - tokens) / per_sec)));
+            let bucket = buckets.get(key);
+            let tokens = self.tokens(key.kind, bucket, now);
+            if tokens >= 1.0 {
+                continue;
             }
+            if bucket.is_some_and(|b| b.pending > 0) {
+                pending = true;
+                continue;
+            }
+            let per_sec = self.rate(key.kind).map_or(1.0, |r| r.1);
+            let retry = Duration::from_secs_f64((1.0 - tokens) / per_sec);
+            return Err(Denied::Empty(key.kind, retry));
+        }
+        if pending {
+            return Err(Denied::Pending);
         }
         for key in keys {
             if self.rate(key.kind).is_none() {
                 continue;
             }
-            let tokens = self.tokens(key.kind, buckets.get(key), now) - 1.0;
-            if !buckets.contains_key(key) && buckets.len() >= self.max {
+            let bucket = buckets.get(key).copied();
+            let tokens = self.tokens(key.kind, bucket.as_ref(), now) - 1.0;
+            let pending = bucket.map_or(0, |b| b.pending) + 1;
+            if bucket.is_none() && buckets.len() >= self.max {
                 self.evict(&mut buckets, now);
             }
-            buckets.insert(key.clone(), Bucket { tokens, at: now });
+            buckets.insert(
+                key.clone(),
+                Bucket {
+                    tokens,
+                    at: now,
+                    pending,
+                },
+            );
         }
         Ok(())
     }
 
-    fn give_back(&self, keys: &[Key]) {
+    fn settle(&self, keys: &[Key], success: bool) {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         for key in keys {
@@ -1075,8 +1165,16 @@ impl Limiter for MemoryLimiter {
                 continue;
             };
             if let Some(b) = buckets.get(key).copied() {
-                let tokens = (self.tokens(key.kind, Some(&b), now) + 1.0).min(cap);
-                buckets.insert(key.clone(), Bucket { tokens, at: now });
+                let back = if success { 1.0 } else { 0.0 };
+                let tokens = (self.tokens(key.kind, Some(&b), now) + back).min(cap);
+                buckets.insert(
+                    key.clone(),
+                    Bucket {
+                        tokens,
+                        at: now,
+                        pending: b.pending.saturating_sub(1),
+                    },
+                );
             }
         }
     }
@@ -1252,6 +1350,47 @@ mod tests {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crowd_of_right_passwords_waits_for_the_attempts_ahead_but_guesses_get_3_checks() {
+        let (_d, a) = store_with(Settings {
+            login_per_address: 3,
+            login_per_account: 3,
+            login_window: Duration::from_secs(3600),
+            ..Settings::default()
+        });
+        a.register(s("joe"), s("pw"), None).await.unwrap();
+        let ip: IpAddr = "10.3.3.3".parse().unwrap();
+        let crowd = |password: &'static str| {
+            let tasks: Vec<_> = (0..10)
+                .map(|_| {
+                    let a = a.clone();
+                    tokio::spawn(async move { a.login(s("joe"), s(password), Some(ip)).await })
+                })
+                .collect();
+            async move {
+                let mut out = Vec::new();
+                for t in tasks {
+                    out.push(t.await.unwrap());
+                }
+                out
+            }
+        };
+        // 10 at once, 3 in each bucket: the others wait for the successes.
+        let logins = crowd("pw").await;
+        assert!(logins.iter().all(Result::is_ok), "{logins:?}");
+        // 10 guesses at once: 3 checked, the waiters refused after them.
+        let guesses = crowd("bad").await;
+        let checked = guesses
+            .iter()
+            .filter(|r| matches!(r, Err(AccountError::BadCredentials)))
+            .count();
+        let refused = guesses
+            .iter()
+            .filter(|r| matches!(r, Err(AccountError::RateLimited { .. })))
+            .count();
+        assert_eq!((checked, refused), (3, 7), "{guesses:?}");
+    }
+
     #[test]
     fn the_limiter_forgets_the_idlest_buckets_beyond_its_cap() {
         let settings = Settings {
@@ -1264,11 +1403,14 @@ mod tests {
             kind: Kind::LoginAddress,
             id: format!("10.0.{}.{}", i / 256, i % 256),
         };
-        limiter.take(&[key(0)]).unwrap();
-        limiter.take(&[key(0)]).unwrap();
-        assert!(limiter.take(&[key(0)]).is_err());
+        for _ in 0..2 {
+            limiter.take(&[key(0)]).unwrap();
+            limiter.settle(&[key(0)], false);
+        }
+        assert!(matches!(limiter.take(&[key(0)]), Err(Denied::Empty(..))));
         for i in 1..10_000 {
             limiter.take(&[key(i)]).unwrap();
+            limiter.settle(&[key(i)], false);
             assert!(limiter.len() <= 64, "{} buckets", limiter.len());
         }
         // The oldest was forgotten, so its address starts afresh.
@@ -1303,6 +1445,7 @@ mod tests {
             matches!(r, Err(AccountError::RateLimited { limit: 2, .. })),
             "{r:?}"
         );
+        // Local administration (no address) is not limited.
         a.register(s("r3"), s("pw"), None).await.unwrap();
     }
 

@@ -631,7 +631,7 @@ impl Session<'_> {
                     .with("user", session.user.name.clone())
                     .with("token", session.token.clone())
                     .with("expires_at", session.expires_at);
-                self.login = Some(accounts.grant(session.token).await?);
+                self.login = Some(accounts.grant_session(&session));
                 reply
             }
             "auth" => {
