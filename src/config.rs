@@ -305,6 +305,22 @@ pub struct AccountsConfig {
     /// How long a login stays valid.
     #[serde(with = "human_duration")]
     pub session_ttl: Duration,
+    /// Login attempts checked per client address per `login_window`, over
+    /// all accounts (0: no limit).
+    pub login_per_address: u32,
+    /// Login attempts checked per account and client address per
+    /// `login_window` (0: no limit).
+    pub login_per_account: u32,
+    /// Window over which the login limits refill.
+    #[serde(with = "human_duration")]
+    pub login_window: Duration,
+    /// Registrations per client address per `register_window` (0: no limit).
+    pub register_per_address: u32,
+    /// Window over which the registration limit refills.
+    #[serde(with = "human_duration")]
+    pub register_window: Duration,
+    /// Password hashes computed at once (0: half the cores, at least one).
+    pub hash_slots: usize,
 }
 
 impl Default for AccountsConfig {
@@ -313,6 +329,12 @@ impl Default for AccountsConfig {
         AccountsConfig {
             allow_register: d.allow_register,
             session_ttl: d.session_ttl,
+            login_per_address: d.login_per_address,
+            login_per_account: d.login_per_account,
+            login_window: d.login_window,
+            register_per_address: d.register_per_address,
+            register_window: d.register_window,
+            hash_slots: d.hash_slots,
         }
     }
 }
@@ -323,6 +345,12 @@ impl AccountsConfig {
         accounts::Settings {
             allow_register: self.allow_register,
             session_ttl: self.session_ttl,
+            login_per_address: self.login_per_address,
+            login_per_account: self.login_per_account,
+            login_window: self.login_window,
+            register_per_address: self.register_per_address,
+            register_window: self.register_window,
+            hash_slots: self.hash_slots,
         }
     }
 }

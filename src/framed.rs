@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::tls::Stream;
 use tracing::{debug, warn};
 
-use crate::accounts::{AccountError, Accounts, User};
+use crate::accounts::{AccountError, Accounts, Grant};
 use crate::exec::{self, Exec};
 use crate::proto::{self, timed, Connection, ErrorCode, Frame, ProtoError};
 use crate::server::{ConnCtx, Handler};
@@ -268,8 +268,9 @@ struct Session<'a> {
     ctx: ConnCtx,
     settings: &'a Settings,
     services: &'a Services,
-    /// The user this connection authenticated as, and the token used.
-    login: Option<(User, String)>,
+    /// The session this connection authenticated with; re-checked when
+    /// one of the user's sessions is revoked.
+    login: Option<Grant>,
     /// Chat state, from the first chat message on.
     chat: Option<chat::link::Link<Frame>>,
 }
@@ -334,11 +335,22 @@ impl Session<'_> {
             }
             // Ready events first (then the shutdown signal is not even
             // registered while a busy connection writes).
+            let revoked = async {
+                match self.login.as_mut() {
+                    Some(grant) => grant.revoked().await,
+                    None => std::future::pending().await,
+                }
+            };
             let out = tokio::select! {
                 biased;
                 out = link.next() => out,
                 read = tokio::time::timeout(limit, self.conn.read_frame()) => {
                     return self.read_result(read, || idle_message(limit)).map(Some);
+                }
+                () = revoked => {
+                    // A subscription ends with its session, not at its
+                    // next request.
+                    return self.recheck_login().await.map(|()| None);
                 }
                 _ = self.ctx.shutdown.cancelled() => {
                     return Err(End::say(ErrorCode::ShuttingDown, "server is shutting down"));
@@ -456,6 +468,14 @@ impl Session<'_> {
     /// request runs, so an idle connection's task stays small (the largest
     /// handler would otherwise set the size of every connection's task).
     async fn dispatch(&mut self, frame: Frame) -> Result<(), End> {
+        if !matches!(
+            frame.kind(),
+            "hello" | "ping" | "register" | "login" | "auth"
+        ) {
+            // Every request checks the session first (free unless one of
+            // the user's sessions was revoked meanwhile).
+            self.recheck_login().await?;
+        }
         let result = match frame.kind() {
             "hello" => return self.hello(&frame).await.map(drop),
             "ping" => return self.ping(&frame).await,
@@ -521,14 +541,39 @@ impl Session<'_> {
         }
     }
 
+    /// Whether the session still holds, after a revocation of one of the
+    /// user's sessions. A revoked one logs the connection out (its requests
+    /// get `unauthorized`); one that uses the chat is told `unauthorized`
+    /// and closed, since its subscription was for that session.
+    async fn recheck_login(&mut self) -> Result<(), End> {
+        let (Some(accounts), Some(grant)) = (&self.services.accounts, self.login.as_mut()) else {
+            return Ok(());
+        };
+        match accounts.recheck(grant).await {
+            Ok(()) => Ok(()),
+            Err(AccountError::Unauthorized) => {
+                debug!(peer = %self.ctx.peer, user = %grant.user.name, "session revoked");
+                self.login = None;
+                match self.chat {
+                    Some(_) => Err(End::Say(revoked_frame())),
+                    None => Ok(()),
+                }
+            }
+            Err(e) => {
+                warn!(peer = %self.ctx.peer, "closing connection: checking the session: {e}");
+                Err(End::say(ErrorCode::Internal, e.to_string()))
+            }
+        }
+    }
+
     /// Chat messages, for the logged-in user.
     async fn chat(&mut self, frame: &Frame) -> Result<(), HandlerError> {
-        let (Some(relay), Some(accounts), Some((user, _))) =
+        let (Some(relay), Some(accounts), Some(grant)) =
             (&self.services.chat, &self.services.accounts, &self.login)
         else {
             return Err(AccountError::Unauthorized.into());
         };
-        let (relay, accounts, user) = (relay.clone(), accounts.clone(), user.clone());
+        let (relay, accounts, user) = (relay.clone(), accounts.clone(), grant.user.clone());
         let idle = self.ctx.idle_timeout;
         chat::server::handle(
             &mut self.conn,
@@ -561,24 +606,24 @@ impl Session<'_> {
         let reply = match frame.kind() {
             "register" => {
                 let (name, password) = (field("user")?, field("password")?);
-                let user = accounts.run(move |a| a.register(&name, &password)).await?;
+                let ip = Some(self.ctx.peer.ip());
+                let user = match accounts.register(name, password, ip).await {
+                    Ok(user) => user,
+                    Err(e) => {
+                        debug!(peer = %self.ctx.peer, code = e.code(), "registration refused");
+                        return Err(e.into());
+                    }
+                };
                 tracing::info!(peer = %self.ctx.peer, user = %user.name, "user registered");
                 Frame::new("registered").with("user", user.name)
             }
             "login" => {
                 let (name, password) = (field("user")?, field("password")?);
                 let ip = Some(self.ctx.peer.ip());
-                let check = name.clone();
-                let delay = accounts.run(move |a| a.throttle(&check, ip)).await?;
-                if !delay.is_zero() {
-                    debug!(peer = %self.ctx.peer, ?delay, "login throttled");
-                    tokio::time::sleep(delay).await;
-                }
-                let result = accounts.run(move |a| a.login(&name, &password, ip)).await;
-                let session = match result {
+                let session = match accounts.login(name, password, ip).await {
                     Ok(s) => s,
                     Err(e) => {
-                        tracing::info!(peer = %self.ctx.peer, "login failed");
+                        tracing::info!(peer = %self.ctx.peer, code = e.code(), "login failed");
                         return Err(e.into());
                     }
                 };
@@ -586,26 +631,24 @@ impl Session<'_> {
                     .with("user", session.user.name.clone())
                     .with("token", session.token.clone())
                     .with("expires_at", session.expires_at);
-                self.login = Some((session.user, session.token));
+                self.login = Some(accounts.grant_session(&session));
                 reply
             }
             "auth" => {
-                let token = field("token")?;
-                let check = token.clone();
-                let user = accounts.run(move |a| a.authenticate(&check)).await?;
-                let reply = Frame::new("authed").with("user", user.name.clone());
-                self.login = Some((user, token));
+                let grant = accounts.grant(field("token")?).await?;
+                let reply = Frame::new("authed").with("user", grant.user.name.clone());
+                self.login = Some(grant);
                 reply
             }
             "logout" => {
-                let Some((_, token)) = self.login.take() else {
+                let Some(grant) = self.login.take() else {
                     return Err(AccountError::Unauthorized.into());
                 };
-                accounts.run(move |a| a.logout(&token)).await?;
+                accounts.run(move |a| a.logout(grant.token())).await?;
                 Frame::new("logged_out")
             }
             _ => match &self.login {
-                Some((user, _)) => Frame::new("whoami").with("user", user.name.clone()),
+                Some(grant) => Frame::new("whoami").with("user", grant.user.name.clone()),
                 None => return Err(AccountError::Unauthorized.into()),
             },
         };
@@ -615,10 +658,10 @@ impl Session<'_> {
 
     /// File messages, for the logged-in user.
     async fn files(&mut self, frame: &Frame) -> Result<(), HandlerError> {
-        let (Some(store), Some((user, _))) = (&self.services.store, &self.login) else {
+        let (Some(store), Some(grant)) = (&self.services.store, &self.login) else {
             return Err(AccountError::Unauthorized.into());
         };
-        let (store, user) = (store.clone(), user.clone());
+        let (store, user) = (store.clone(), grant.user.clone());
         files::server::handle(&mut self.conn, frame, &store, &user, self.ctx.idle_timeout).await
     }
 
@@ -630,11 +673,11 @@ impl Session<'_> {
                 "remote commands are disabled on this server ([exec] enabled = false)",
             ));
         };
-        let (Some(accounts), Some((_, token))) = (&self.services.accounts, &self.login) else {
+        let (Some(accounts), Some(grant)) = (&self.services.accounts, &self.login) else {
             return Err(AccountError::Unauthorized.into());
         };
         // Permissions as they are now, not as they were at login.
-        let (accounts, token) = (accounts.clone(), token.clone());
+        let (accounts, token) = (accounts.clone(), grant.token().to_string());
         let user = accounts.run(move |a| a.authenticate(&token)).await?;
         let ctx = exec::server::RunCtx {
             peer: self.ctx.peer,
@@ -647,15 +690,15 @@ impl Session<'_> {
 
     /// `stats`: host and server statistics, for a logged-in user.
     async fn stats(&mut self, frame: &Frame) -> Result<(), HandlerError> {
-        let (Some(stats), Some(accounts), Some((user, token))) =
+        let (Some(stats), Some(accounts), Some(grant)) =
             (&self.services.stats, &self.services.accounts, &self.login)
         else {
             return Err(AccountError::Unauthorized.into());
         };
-        let (stats, mut user) = (stats.clone(), user.clone());
+        let (stats, mut user) = (stats.clone(), grant.user.clone());
         if stats.admins_only() {
             // Permissions as they are now, not as they were at login.
-            let (accounts, token) = (accounts.clone(), token.clone());
+            let (accounts, token) = (accounts.clone(), grant.token().to_string());
             user = accounts.run(move |a| a.authenticate(&token)).await?;
         }
         stats
@@ -716,6 +759,14 @@ impl Session<'_> {
         debug!(peer = %self.ctx.peer, "write failed: {e}");
         End::Quiet
     }
+}
+
+/// What a connection whose session was revoked is told before it closes.
+fn revoked_frame() -> Frame {
+    let e = AccountError::Unauthorized;
+    Frame::new("error")
+        .with("code", e.code())
+        .with("message", e.to_string())
 }
 
 /// What a connection idle for longer than `limit` is told.

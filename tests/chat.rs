@@ -17,9 +17,15 @@ async fn users(srv: &common::TestServer, names: &[String]) -> Vec<String> {
     let mut tasks = Vec::new();
     for name in names {
         let (a, n) = (accounts.clone(), name.clone());
-        tasks.push(tokio::task::spawn_blocking(move || {
-            a.add_user(&n, "chat test password").unwrap();
-            a.login(&n, "chat test password", None).unwrap().token
+        tasks.push(tokio::spawn(async move {
+            let pw = "chat test password";
+            a.run({
+                let n = n.clone();
+                move |a| a.add_user(&n, pw)
+            })
+            .await
+            .unwrap();
+            a.login(n, pw.into(), None).await.unwrap().token
         }));
     }
     let mut tokens = Vec::new();

@@ -25,16 +25,10 @@ fn max_ws_message() -> usize {
 /// A session token for a new user `name`.
 async fn token(srv: &common::TestServer, name: &str) -> String {
     let accounts = Accounts::open(srv.data.path(), AccountSettings::default()).unwrap();
-    let name = name.to_string();
-    tokio::task::spawn_blocking(move || {
-        accounts.add_user(&name, "chat test password").unwrap();
-        accounts
-            .login(&name, "chat test password", None)
-            .unwrap()
-            .token
-    })
-    .await
-    .unwrap()
+    let (name, pw) = (name.to_string(), "chat test password");
+    let n = name.clone();
+    accounts.run(move |a| a.add_user(&n, pw)).await.unwrap();
+    accounts.login(name, pw.into(), None).await.unwrap().token
 }
 
 /// Sends the upgrade request for `path` on `s` and reads the `101`.

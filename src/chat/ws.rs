@@ -37,7 +37,7 @@ use super::link::{Link, Output};
 use super::relay::HistoryOf;
 use super::server::{find_user, history_page, target, text};
 use super::{ChatError, Event, Message, Relay, Settings, UserRef};
-use crate::accounts::Accounts;
+use crate::accounts::{AccountError, Accounts, Grant};
 
 /// How often the server pings the browser.
 pub const PING_EVERY: Duration = Duration::from_secs(30);
@@ -157,6 +157,9 @@ enum Close {
     Say(u16, ChatError),
     /// The server is stopping: a Close with 1001, and wait for the client's.
     Shutdown,
+    /// The session was revoked (logout elsewhere, password changed): an
+    /// `unauthorized` error event, then a Close with 1008.
+    Revoked,
 }
 
 /// The Close for a failed read, or `None` when the client has just gone.
@@ -291,15 +294,20 @@ fn kicked(link: &Link<Option<Value>>) -> Close {
 }
 
 /// Serves one authenticated chat socket until it closes.
+///
+/// The socket lives as long as `grant` holds: when one of the user's
+/// sessions is revoked it re-checks its own, and a revoked one closes the
+/// socket with 1008 at once (and each request checks it first).
 pub async fn serve<S>(
     ws: WebSocketStream<S>,
     relay: Relay,
     accounts: Accounts,
-    user: UserRef,
+    mut grant: Grant,
     since: Option<i64>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let user = UserRef::from(&grant.user);
     let name = user.name.clone();
     let mut link: Link<Option<Value>> = Link::new(relay, user);
     let mut socket = Socket {
@@ -307,7 +315,7 @@ pub async fn serve<S>(
         last_heard: Instant::now(),
         torn: false,
     };
-    let close = match run(&mut socket, &mut link, &accounts, since).await {
+    let close = match run(&mut socket, &mut link, &accounts, &mut grant, since).await {
         Ok(never) => match never {},
         Err(close) => close,
     };
@@ -329,7 +337,7 @@ async fn goodbye<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut Socket<S>, clos
     }
     // Whether ours starts the closing handshake, which the client's Close
     // ends.
-    let ours = matches!(close, Close::Say(..) | Close::Shutdown);
+    let ours = matches!(close, Close::Say(..) | Close::Shutdown | Close::Revoked);
     let torn = socket.torn;
     let ws = &mut socket.ws;
     let sent = async {
@@ -357,6 +365,14 @@ async fn goodbye<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut Socket<S>, clos
                 ws.send(close_message(1001, "server is shutting down"))
                     .await?
             }
+            Close::Revoked => {
+                let e = AccountError::Unauthorized;
+                let text = json!({"type": "error", "code": e.code(), "message": e.to_string()});
+                if !torn {
+                    ws.feed(WsMessage::Text(text.to_string().into())).await?;
+                }
+                ws.send(close_message(1008, e.code())).await?
+            }
         }
         Ok::<_, WsError>(())
     };
@@ -377,12 +393,26 @@ async fn goodbye<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut Socket<S>, clos
     while matches!(io.read(&mut discard).await, Ok(n) if n > 0) {}
 }
 
+/// Whether `grant` still holds; `Close::Revoked` when it does not.
+async fn recheck(accounts: &Accounts, grant: &mut Grant) -> Result<(), Close> {
+    match accounts.recheck(grant).await {
+        Ok(()) => Ok(()),
+        Err(AccountError::Unauthorized) => {
+            debug!(user = %grant.user.name, "chat socket: session revoked");
+            Err(Close::Revoked)
+        }
+        Err(e) => Err(Close::Say(1011, ChatError::Internal(e.to_string()))),
+    }
+}
+
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     socket: &mut Socket<S>,
     link: &mut Link<Option<Value>>,
     accounts: &Accounts,
+    grant: &mut Grant,
     since: Option<i64>,
 ) -> Result<Infallible, Close> {
+    recheck(accounts, grant).await?;
     let (rooms, backlog, truncated, last) = match link.subscribe(since).await {
         Ok(s) => s,
         Err(e) => return Err(Close::Say(1011, e)),
@@ -410,7 +440,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             msg = socket.ws.next(), if !saturated => {
                 socket.last_heard = Instant::now();
                 match msg {
-                    Some(Ok(WsMessage::Text(t))) => request(socket, link, accounts, t.as_str()).await?,
+                    Some(Ok(WsMessage::Text(t))) => {
+                        recheck(accounts, grant).await?;
+                        request(socket, link, accounts, t.as_str()).await?
+                    }
                     Some(Ok(WsMessage::Binary(_))) => {
                         let e = ChatError::BadRequest("send JSON text messages".into());
                         socket.send_json(link, &error_json(&None, &e)).await?;
@@ -428,6 +461,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     None => return Err(Close::Gone),
                 }
             }
+            () = grant.revoked() => recheck(accounts, grant).await?,
             _ = ping.tick() => {
                 if socket.last_heard.elapsed() > SILENCE {
                     debug!("chat socket silent for {SILENCE:?}: closing it");

@@ -122,6 +122,7 @@ fn status_of(code: &str) -> StatusCode {
         | "not_a_directory" => StatusCode::CONFLICT,
         "quota_exceeded" | "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "checksum_mismatch" => StatusCode::UNPROCESSABLE_ENTITY,
+        "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -146,7 +147,14 @@ impl From<StoreError> for ApiError {
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
         let code = e.code();
-        ApiError::new(status_of(code), code, e.to_string())
+        let error = ApiError::new(status_of(code), code, e.to_string());
+        match e {
+            AccountError::RateLimited { retry_after, .. } => {
+                let secs = retry_after.as_secs().max(1);
+                error.with(json!({ "retry_after": secs }))
+            }
+            _ => error,
+        }
     }
 }
 
@@ -161,11 +169,23 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(code = self.code, "api error: {}", self.message);
         }
+        // A 429 says when to come back, in the header as in the body.
+        let retry_after = self
+            .extra
+            .as_ref()
+            .and_then(|e| e.get("retry_after"))
+            .and_then(Value::as_u64)
+            .filter(|_| self.status == StatusCode::TOO_MANY_REQUESTS);
         let mut body = json!({ "error": self.code, "message": self.message });
         if let (Some(Value::Object(extra)), Some(obj)) = (self.extra, body.as_object_mut()) {
             obj.extend(extra);
         }
-        (self.status, Json(body)).into_response()
+        let mut r = (self.status, Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        r
     }
 }
 
@@ -379,18 +399,10 @@ async fn login(State(st): State<ApiState>, req: Request) -> ApiResult {
     same_origin(req.headers())?;
     let ip = peer_ip(req.extensions());
     let c: Credentials = json_body(req).await?;
-    let accounts = st.api.accounts.clone();
-    let check = c.name.clone();
-    let delay = accounts.run(move |a| a.throttle(&check, ip)).await?;
-    if !delay.is_zero() {
-        debug!(ip = %shown(ip), ?delay, "login throttled");
-        tokio::time::sleep(delay).await;
-    }
-    let (name, password) = (c.name.clone(), c.password);
-    let session = match accounts.run(move |a| a.login(&name, &password, ip)).await {
+    let session = match st.api.accounts.login(c.name, c.password, ip).await {
         Ok(s) => s,
         Err(e) => {
-            info!(ip = %shown(ip), "web login failed");
+            info!(ip = %shown(ip), code = e.code(), "web login failed");
             return Err(e.into());
         }
     };
@@ -410,19 +422,19 @@ async fn register(State(st): State<ApiState>, req: Request) -> ApiResult {
     same_origin(req.headers())?;
     let ip = peer_ip(req.extensions());
     let c: Credentials = json_body(req).await?;
-    let (name, password) = (c.name.clone(), c.password.clone());
-    let user = st
+    let session = match st
         .api
         .accounts
-        .run(move |a| a.register(&name, &password))
-        .await?;
-    info!(ip = %shown(ip), user = %user.name, "user registered (web)");
-    let (name, password) = (c.name, c.password);
-    let session = st
-        .api
-        .accounts
-        .run(move |a| a.login(&name, &password, ip))
-        .await?;
+        .register_and_login(c.name, c.password, ip)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(ip = %shown(ip), code = e.code(), "web registration refused");
+            return Err(e.into());
+        }
+    };
+    info!(ip = %shown(ip), user = %session.user.name, "user registered (web)");
     Ok(st.cookie_session(StatusCode::CREATED, &session))
 }
 
@@ -493,13 +505,18 @@ async fn chat_socket(
     // A page on another site must not open a socket with the cookie.
     same_origin(&headers)?;
     let who = st.auth(&Method::GET, &headers).await?;
-    let config = crate::chat::ws::config(relay.settings());
+    // The socket outlives this request: it holds a grant, so that a
+    // revocation closes it.
     let accounts = st.api.accounts.clone();
-    let user = crate::chat::UserRef::from(&who.user);
+    let grant = accounts.grant(who.token).await.map_err(|e| match e {
+        AccountError::Unauthorized => st.unauthorized(),
+        e => e.into(),
+    })?;
+    let config = crate::chat::ws::config(relay.settings());
     Ok(upgrade.respond(config, move |socket| async move {
         // The socket counts as its connection until it closes.
         let _lease = lease;
-        crate::chat::ws::serve(socket, relay, accounts, user, q.since).await
+        crate::chat::ws::serve(socket, relay, accounts, grant, q.since).await
     }))
 }
 
