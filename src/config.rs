@@ -158,6 +158,12 @@ pub struct ExecConfig {
     pub max_output: u64,
     /// Runs at once; more are refused with `busy`.
     pub max_running: usize,
+    /// `RLIMIT_NPROC` of the programs run; 0 leaves the server's own.
+    pub max_processes: u64,
+    /// `RLIMIT_AS` of the programs run, bytes; 0 leaves the server's own.
+    pub max_memory: u64,
+    /// Run the programs as this user; empty: the server's user.
+    pub user: String,
 }
 
 impl Default for ExecConfig {
@@ -173,6 +179,9 @@ impl Default for ExecConfig {
             timeout: d.timeout,
             max_output: d.max_output,
             max_running: d.max_running,
+            max_processes: d.max_processes,
+            max_memory: d.max_memory,
+            user: d.user,
         }
     }
 }
@@ -189,6 +198,9 @@ impl ExecConfig {
             timeout: self.timeout,
             max_output: self.max_output,
             max_running: self.max_running,
+            max_processes: self.max_processes,
+            max_memory: self.max_memory,
+            user: self.user.clone(),
         }
     }
 }

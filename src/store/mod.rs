@@ -14,6 +14,7 @@
 //! upload computes, and a SHA-256 when the transport gave one.
 
 pub mod digest;
+pub mod mode;
 pub mod path;
 
 use std::collections::{HashMap, HashSet};
@@ -21,7 +22,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cap_std::fs::{Dir, OpenOptions};
+use cap_std::fs::{Dir, DirBuilder, DirBuilderExt as _, OpenOptions, OpenOptionsExt as _};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
@@ -205,6 +206,14 @@ fn kind_of(ft: cap_std::fs::FileType) -> Kind {
     }
 }
 
+/// Creates folders with [`mode::DIR_MODE`] (and their parents when
+/// `recursive`).
+fn private_dirs(recursive: bool) -> DirBuilder {
+    let mut b = DirBuilder::new();
+    b.recursive(recursive).mode(mode::DIR_MODE);
+    b
+}
+
 /// fsyncs a directory so a rename or link in it survives a crash. (The
 /// handle cap-std keeps may be `O_PATH`, which cannot be synced, so the
 /// directory is opened again, read-only, through it.)
@@ -216,7 +225,7 @@ impl Store {
     /// Opens (creating if needed) the store under `<data_dir>/files`.
     pub fn open(data_dir: &std::path::Path, settings: Settings) -> io::Result<Store> {
         let files = data_dir.join("files");
-        std::fs::create_dir_all(&files)?;
+        mode::create_private_dir_all(&files)?;
         let root = Dir::open_ambient_dir(&files, cap_std::ambient_authority())?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -240,7 +249,11 @@ impl Store {
             return Err(StoreError::Io(format!("invalid user key {user_key:?}")));
         }
         let io = |e: io::Error| StoreError::Io(format!("user space: {e}"));
-        match self.inner.root.create_dir(user_key) {
+        match self
+            .inner
+            .root
+            .create_dir_with(user_key, &private_dirs(false))
+        {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io(e)),
@@ -309,10 +322,14 @@ impl Store {
         let space = self.space(user_key)?;
         let err = |e| StoreError::from_io(e, path);
         if parents {
-            space.create_dir_all(path.to_path_buf()).map_err(err)?;
+            space
+                .create_dir_with(path.to_path_buf(), &private_dirs(true))
+                .map_err(err)?;
         } else {
             let r = resolve(&space, path).map_err(err)?;
-            r.dir.create_dir(r.name_or_dot()).map_err(err)?;
+            r.dir
+                .create_dir_with(r.name_or_dot(), &private_dirs(false))
+                .map_err(err)?;
         }
         let r = resolve(&space, path).map_err(err)?;
         sync_dir(&r.dir).map_err(err)
@@ -457,7 +474,7 @@ impl Store {
         if path.components().len() > 1 {
             // Parents are created as needed. "Already exists" (a file, or a
             // symlink cap-std will not follow) is left for `resolve` to judge.
-            match space.create_dir_all(path.parent().to_path_buf()) {
+            match space.create_dir_with(path.parent().to_path_buf(), &private_dirs(true)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(StoreError::from_io(e, &path.parent())),
@@ -514,14 +531,17 @@ impl Store {
         guard.reserved = length;
 
         let io = |e: io::Error| StoreError::Io(format!("partial upload: {e}"));
-        match space.create_dir(path::RESERVED) {
+        match space.create_dir_with(path::RESERVED, &private_dirs(false)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io(e)),
         }
         let partial_dir = space.open_dir(path::RESERVED).map_err(io)?;
         let mut opts = OpenOptions::new();
-        opts.read(true).write(true).create(true);
+        opts.read(true)
+            .write(true)
+            .create(true)
+            .mode(mode::FILE_MODE);
         let file = partial_dir.open_with(&key, &opts).map_err(io)?;
         let mut offset = file.metadata().map_err(io)?.len();
         if !resume || offset > length {
