@@ -352,6 +352,8 @@ pub struct FilesConfig {
     /// Abandoned partial uploads older than this are removed.
     #[serde(with = "human_duration")]
     pub partial_ttl: Duration,
+    /// Free space uploads must leave on the data disk: `"5%"` or bytes.
+    pub min_free: String,
 }
 
 impl Default for FilesConfig {
@@ -361,6 +363,7 @@ impl Default for FilesConfig {
             quota: 0,
             max_file_size: 0,
             partial_ttl: store::DEFAULT_PARTIAL_TTL,
+            min_free: store::DEFAULT_MIN_FREE.to_string(),
         }
     }
 }
@@ -372,6 +375,9 @@ impl FilesConfig {
             quota: (self.quota > 0).then_some(self.quota),
             max_file_size: (self.max_file_size > 0).then_some(self.max_file_size),
             partial_ttl: self.partial_ttl,
+            // Checked by `Config::parse`; a value set in code that does not
+            // parse keeps the default.
+            min_free: store::FreeFloor::parse(&self.min_free).unwrap_or(store::DEFAULT_MIN_FREE),
         }
     }
 }
@@ -533,6 +539,8 @@ impl Config {
         if config.exec.timeout.is_zero() {
             return Err("exec.timeout must be more than 0".into());
         }
+        store::FreeFloor::parse(&config.files.min_free)
+            .map_err(|e| format!("files.min_free: {e}"))?;
         if config.exec.max_running == 0 {
             return Err("exec.max_running must be at least 1".into());
         }
@@ -593,6 +601,19 @@ mod tests {
         assert!(Config::parse("[limits]\nidle_timeout = \"soon\"").is_err());
         assert!(Config::parse("[echo]\nmode = \"shout\"").is_err());
         assert!(Config::parse("[limits]\nmax_connections = 0").is_err());
+    }
+
+    #[test]
+    fn the_free_space_floor_is_5_percent_or_what_is_set() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.files.to_settings().min_free, store::FreeFloor::Percent(5));
+        let c = Config::parse("[files]\nmin_free = \"268435456\"").unwrap();
+        assert_eq!(
+            c.files.to_settings().min_free,
+            store::FreeFloor::Bytes(256 << 20)
+        );
+        let e = Config::parse("[files]\nmin_free = \"lots\"").unwrap_err();
+        assert!(e.contains("files.min_free"), "{e}");
     }
 
     #[test]

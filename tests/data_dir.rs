@@ -121,3 +121,182 @@ async fn every_created_file_is_0600_and_every_folder_0700_under_umask_022() {
     assert_eq!(mode, 0o700, "a new data folder is {mode:o}");
     srv.stop().await;
 }
+
+/// A 64 MiB tmpfs, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts one, or says why not (skipped outside CI, a failure under CI).
+    fn mount() -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().display().to_string();
+        let mounted = || {
+            common::runs(
+                "mount",
+                &["-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", &target],
+            )
+        };
+        if common::missing(
+            "a 64 MiB tmpfs to fill",
+            "run the tests as root, where `mount -t tmpfs` works",
+            mounted,
+        ) {
+            return None;
+        }
+        Some(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Bytes this process may still write.
+    fn free(&self) -> u64 {
+        let c = std::ffi::CString::new(self.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: zeroed is a valid statvfs, filled by the call.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid C string and a statvfs to fill.
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        st.f_bavail * st.f_frsize
+    }
+
+    /// Writes a file of real bytes until `leave` bytes are free.
+    fn fill_leaving(&self, leave: u64) {
+        let mut f = std::fs::File::create(self.path().join("filler")).unwrap();
+        let chunk = vec![0xa5u8; 1 << 20];
+        while self.free() > leave {
+            let n = (self.free() - leave).min(chunk.len() as u64) as usize;
+            std::io::Write::write_all(&mut f, &chunk[..n]).unwrap();
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn partials(data: &Path, user: &str) -> Vec<(String, u64)> {
+    std::fs::read_dir(data.join("files").join(user).join(".sockit-partial"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    (e.file_name().to_string_lossy().into_owned(), len)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What a full disk must still allow: registering, logging in, deleting.
+async fn accounts_and_deletes_work(addr: &str, new_user: &str, owner: &str, delete: &str) {
+    let mut c = Client::connect(addr, &Transport::Plain).await.unwrap();
+    c.register(new_user, PASSWORD)
+        .await
+        .unwrap_or_else(|e| panic!("register {new_user} on a full disk: {e}"));
+    c.login(new_user, PASSWORD).await.unwrap();
+    let mut c = Client::connect(addr, &Transport::Plain).await.unwrap();
+    c.login(owner, PASSWORD)
+        .await
+        .unwrap_or_else(|e| panic!("log in as {owner} on a full disk: {e}"));
+    c.remove(delete, false)
+        .await
+        .unwrap_or_else(|e| panic!("delete {delete} on a full disk: {e}"));
+}
+
+const MB24: usize = 24_000_000;
+
+#[tokio::test]
+async fn on_a_64_mib_disk_the_third_24_mb_upload_gets_disk_full_and_logins_still_work() {
+    let Some(disk) = SmallDisk::mount() else {
+        return;
+    };
+    let data = disk.path().join("data");
+    let srv = common::start(|c| c.data_dir = data.clone()).await;
+    let addr = srv.framed.to_string();
+    let mut c = registered(&addr, "ann").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let none = ProgressBar::hidden();
+    for (i, name) in ["one", "two", "three"].iter().enumerate() {
+        let local = tmp.path().join(name);
+        std::fs::write(&local, vec![i as u8 + 1; MB24]).unwrap();
+        let r = c.put_file(&local, name, false, true, &none).await;
+        if i < 2 {
+            r.unwrap_or_else(|e| panic!("upload {name}: {e}"));
+            continue;
+        }
+        // 64 MiB less 48 MB leaves about 19 MB: 24 MB would go through the
+        // 5% floor (3.4 MB), so it is refused before a byte is written.
+        let free = disk.free();
+        match r {
+            Err(e) => assert_eq!(e.code(), Some("disk_full"), "{e} ({free} bytes free)"),
+            Ok(_) => panic!("a 24 MB upload passed with {free} bytes free"),
+        }
+        assert!(free > 3 << 20, "the floor was not kept: {free} bytes free");
+    }
+    assert_eq!(partials(&data, "ann"), []);
+    accounts_and_deletes_work(&addr, "bob", "ann", "one").await;
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn an_upload_that_fills_a_64_mib_disk_mid_way_frees_its_partial_at_once() {
+    use sockit::proto::Frame;
+    let Some(disk) = SmallDisk::mount() else {
+        return;
+    };
+    let data = disk.path().join("data");
+    let srv = common::start(|c| c.data_dir = data.clone()).await;
+    let addr = srv.framed.to_string();
+    let mut c = registered(&addr, "ann").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small");
+    std::fs::write(&small, b"to delete later").unwrap();
+    c.put_file(&small, "small", false, true, &ProgressBar::hidden())
+        .await
+        .unwrap();
+    let (_, token, _) = c.login("ann", PASSWORD).await.unwrap();
+    let mut conn = common::framed_client(srv.framed).await;
+    conn.write_frame(&Frame::new("auth").with("token", token))
+        .await
+        .unwrap();
+    assert_eq!(conn.read_frame().await.unwrap().unwrap().kind(), "authed");
+
+    // Accepted with room to spare; then something else takes the disk down
+    // to 8 MiB, and the 24 MB body runs out of room on the way.
+    let put = Frame::new("put")
+        .with("path", "big")
+        .with("length", MB24 as u64)
+        .with("mtime_ns", 5);
+    conn.write_frame(&put).await.unwrap();
+    let ready = conn.read_frame().await.unwrap().unwrap();
+    assert_eq!(ready.kind(), "put_ready", "{ready:?}");
+    disk.fill_leaving(8 << 20);
+    conn.queue_frame(&Frame::new("put_data").with_body_len(MB24 as u64))
+        .unwrap();
+    let body = vec![7u8; 1 << 20];
+    let mut sent = 0;
+    while sent < MB24 {
+        let n = body.len().min(MB24 - sent);
+        conn.write_body(&body[..n]).await.unwrap();
+        sent += n;
+    }
+    conn.write_frame(&Frame::new("put_end")).await.unwrap();
+    let reply = conn.read_frame().await.unwrap().unwrap();
+    assert!(reply.as_error().is_some(), "{reply:?}");
+
+    // The answer is out: the partial is already gone, and its room free.
+    let left = partials(&data, "ann");
+    assert_eq!(left, [], "a failed upload kept its partial file");
+    let free = disk.free();
+    assert!(free >= 7 << 20, "{free} bytes free after the failed upload");
+    accounts_and_deletes_work(&addr, "bob", "ann", "small").await;
+    srv.stop().await;
+}

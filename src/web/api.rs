@@ -122,6 +122,7 @@ fn status_of(code: &str) -> StatusCode {
         | "not_a_directory" => StatusCode::CONFLICT,
         "quota_exceeded" | "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "checksum_mismatch" => StatusCode::UNPROCESSABLE_ENTITY,
+        "disk_full" => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
