@@ -325,7 +325,10 @@ fn token_hash(token: &str) -> [u8; 32] {
 impl Accounts {
     /// Opens (creating and migrating if needed) the database in `data_dir`.
     pub fn open(data_dir: &Path, settings: Settings) -> Result<Accounts, AccountError> {
-        let conn = Connection::open(data_dir.join(DB_FILE))?;
+        let path = data_dir.join(DB_FILE);
+        crate::store::mode::ensure_private_file(&path)
+            .map_err(|e| AccountError::Internal(format!("{}: {e}", path.display())))?;
+        let conn = Connection::open(path)?;
         Self::with_connection(conn, settings)
     }
 

@@ -158,6 +158,12 @@ pub struct ExecConfig {
     pub max_output: u64,
     /// Runs at once; more are refused with `busy`.
     pub max_running: usize,
+    /// `RLIMIT_NPROC` of the programs run; 0 leaves the server's own.
+    pub max_processes: u64,
+    /// `RLIMIT_AS` of the programs run, bytes; 0 leaves the server's own.
+    pub max_memory: u64,
+    /// Run the programs as this user; empty: the server's user.
+    pub user: String,
 }
 
 impl Default for ExecConfig {
@@ -173,6 +179,9 @@ impl Default for ExecConfig {
             timeout: d.timeout,
             max_output: d.max_output,
             max_running: d.max_running,
+            max_processes: d.max_processes,
+            max_memory: d.max_memory,
+            user: d.user,
         }
     }
 }
@@ -189,6 +198,9 @@ impl ExecConfig {
             timeout: self.timeout,
             max_output: self.max_output,
             max_running: self.max_running,
+            max_processes: self.max_processes,
+            max_memory: self.max_memory,
+            user: self.user.clone(),
         }
     }
 }
@@ -368,6 +380,8 @@ pub struct FilesConfig {
     /// Abandoned partial uploads older than this are removed.
     #[serde(with = "human_duration")]
     pub partial_ttl: Duration,
+    /// Free space uploads must leave on the data disk: `"5%"` or bytes.
+    pub min_free: String,
 }
 
 impl Default for FilesConfig {
@@ -377,6 +391,7 @@ impl Default for FilesConfig {
             quota: 0,
             max_file_size: 0,
             partial_ttl: store::DEFAULT_PARTIAL_TTL,
+            min_free: store::DEFAULT_MIN_FREE.to_string(),
         }
     }
 }
@@ -388,6 +403,9 @@ impl FilesConfig {
             quota: (self.quota > 0).then_some(self.quota),
             max_file_size: (self.max_file_size > 0).then_some(self.max_file_size),
             partial_ttl: self.partial_ttl,
+            // Checked by `Config::parse`; a value set in code that does not
+            // parse keeps the default.
+            min_free: store::FreeFloor::parse(&self.min_free).unwrap_or(store::DEFAULT_MIN_FREE),
         }
     }
 }
@@ -579,6 +597,8 @@ impl Config {
         if config.exec.timeout.is_zero() {
             return Err("exec.timeout must be more than 0".into());
         }
+        store::FreeFloor::parse(&config.files.min_free)
+            .map_err(|e| format!("files.min_free: {e}"))?;
         if config.exec.max_running == 0 {
             return Err("exec.max_running must be at least 1".into());
         }
@@ -639,6 +659,19 @@ mod tests {
         assert!(Config::parse("[limits]\nidle_timeout = \"soon\"").is_err());
         assert!(Config::parse("[echo]\nmode = \"shout\"").is_err());
         assert!(Config::parse("[limits]\nmax_connections = 0").is_err());
+    }
+
+    #[test]
+    fn the_free_space_floor_is_5_percent_or_what_is_set() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.files.to_settings().min_free, store::FreeFloor::Percent(5));
+        let c = Config::parse("[files]\nmin_free = \"268435456\"").unwrap();
+        assert_eq!(
+            c.files.to_settings().min_free,
+            store::FreeFloor::Bytes(256 << 20)
+        );
+        let e = Config::parse("[files]\nmin_free = \"lots\"").unwrap_err();
+        assert!(e.contains("files.min_free"), "{e}");
     }
 
     #[test]

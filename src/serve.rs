@@ -89,10 +89,19 @@ fn bind_err(service: &'static str) -> impl FnOnce(std::io::Error) -> ServeError 
 
 /// Creates the data directory and binds every enabled service.
 pub async fn bind(config: Config) -> Result<Bound, ServeError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|error| ServeError::DataDir {
-        path: config.data_dir.clone(),
-        error,
+    hide_environment();
+    crate::store::mode::create_private_dir_all(&config.data_dir).map_err(|error| {
+        ServeError::DataDir {
+            path: config.data_dir.clone(),
+            error,
+        }
     })?;
+    if crate::store::mode::open_to_others(&config.data_dir).unwrap_or(false) {
+        warn!(
+            path = %config.data_dir.display(),
+            "the data folder may be read by other users of this machine (accounts, messages, files): chmod 700 it"
+        );
+    }
     let web_app = config.web.enabled && config.web.app;
     let metrics = server::Metrics::default();
     let services = if config.framed.enabled || web_app {
@@ -217,6 +226,22 @@ pub async fn bind(config: Config) -> Result<Bound, ServeError> {
     Ok(bound)
 }
 
+/// Makes this process undumpable, so that no other process of its user
+/// (a program run by exec among them) can read its memory or its
+/// `/proc/<pid>/environ`, where secrets given to the server live.
+fn hide_environment() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl with integer arguments only; changes a flag of this process.
+        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+            warn!(
+                "cannot make the server undumpable: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// The page `<data>/public/index.html` starts with, when the folder is new.
 const WELCOME_PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -226,8 +251,17 @@ const WELCOME_PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta chars
 
 /// Creates the default site folder with a welcome page the first time.
 fn create_default_site(root: &std::path::Path) -> std::io::Result<()> {
-    match std::fs::create_dir(root) {
-        Ok(()) => std::fs::write(root.join("index.html"), WELCOME_PAGE),
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .mode(crate::store::mode::DIR_MODE)
+        .create(root)
+    {
+        Ok(()) => std::io::Write::write_all(
+            &mut crate::store::mode::private_file()
+                .write(true)
+                .open(root.join("index.html"))?,
+            WELCOME_PAGE.as_bytes(),
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }

@@ -372,6 +372,107 @@ async fn the_time_limit_kills_the_whole_group() {
     srv.stop().await;
 }
 
+/// The user programs run as in these tests: root ignores `RLIMIT_NPROC` and
+/// may read any process's environment, so a root test server runs them as
+/// `nobody`; `None` when the tests run as root and there is no `nobody`.
+fn run_as() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some(String::new());
+    }
+    let nobody = || common::runs("getent", &["passwd", "nobody"]);
+    if common::missing(
+        "a user named nobody (tests run as root)",
+        "useradd nobody",
+        nobody,
+    ) {
+        return None;
+    }
+    Some("nobody".into())
+}
+
+#[tokio::test]
+async fn a_fork_bomb_stops_at_max_processes_16() {
+    let Some(user) = run_as() else { return };
+    let srv = common::start(|c| {
+        c.exec.enabled = true;
+        c.exec.allow = allow();
+        c.exec.max_processes = 16;
+        c.exec.user = user;
+        c.exec.timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut conn = login(&srv.framed.to_string(), srv.data.path(), "bob", true).await;
+    // 200 sleepers, counted as each one starts; fork fails past the limit
+    // and the shell gives up, long before the time limit.
+    let bomb = "n=0; while [ $n -lt 200 ]; do sleep 60 </dev/null >/dev/null 2>&1 & n=$((n+1)); echo $n; done";
+    let ran = exec(&mut conn, &["sh", "-c", bomb], None).await;
+    let finished = ran.finished();
+    let started = String::from_utf8_lossy(&ran.stdout)
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert!(
+        started < 16,
+        "{started} sleepers started under RLIMIT_NPROC = 16 (stderr: {stderr})"
+    );
+    assert_ne!(finished.status(), 0, "the shell cannot have succeeded");
+    assert!(stderr.to_lowercase().contains("fork"), "{stderr}");
+    let record = audit_lines(srv.data.path()).pop().unwrap();
+    assert_eq!(record.result, "exit");
+    // The whole group, sleepers included, is killed at the end of the run.
+    exited(record.pid.unwrap() as i32).await;
+    assert!(alive_in_group(record.pid.unwrap() as i32).is_empty());
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_program_cannot_read_the_servers_environment() {
+    let Some(user) = run_as() else { return };
+    let srv = common::start(|c| {
+        c.exec.enabled = true;
+        c.exec.allow = allow();
+        c.exec.user = user;
+    })
+    .await;
+    // The server (this test process) is not dumpable: no process of its
+    // user may read its memory or /proc/<pid>/environ.
+    // SAFETY: prctl with integer arguments, reading a flag of this process.
+    assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }, 0);
+    let mut conn = login(&srv.framed.to_string(), srv.data.path(), "eve", true).await;
+    let ran = exec(&mut conn, &["sh", "-c", "cat /proc/$PPID/environ"], None).await;
+    let status = ran.finished().status();
+    assert!(
+        ran.stdout.is_empty() && status != 0,
+        "the program read the server's environment (exit {status}): {:?}",
+        String::from_utf8_lossy(&ran.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&ran.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    // The program's own environment is the allowlist alone.
+    let ran = exec(&mut conn, &["sh", "-c", "cat /proc/self/environ"], None).await;
+    let mut names: Vec<String> = ran
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            String::from_utf8_lossy(v)
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["LANG", "PATH", "PWD"]);
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn the_output_limit_cuts_the_run() {
     let srv = common::start(|c| {

@@ -480,6 +480,55 @@ async fn listing_escapes_names_and_has_a_json_form() {
 }
 
 #[tokio::test]
+async fn listing_shows_direction_overrides_and_escapes_as_escapes_u202e_and_1b() {
+    // With U+202E raw, "invoice" + U+202E + "fdp.exe" reads "invoiceexe.pdf".
+    let spoof = "invoice\u{202e}fdp.exe";
+    let esc = "red\u{1b}[31mtext";
+    let s = serve_site(
+        |root| {
+            std::fs::write(root.join(spoof), "spoof").unwrap();
+            std::fs::write(root.join(esc), "esc").unwrap();
+            std::fs::create_dir(root.join("dir\u{202e}")).unwrap();
+        },
+        |_, _| {},
+    )
+    .await;
+    let c = client();
+    let html = c
+        .get(format!("http://{}/", s.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for raw in ['\u{202e}', '\u{1b}'] {
+        assert!(
+            !html.contains(raw),
+            "U+{:04X} raw in the listing: {html:?}",
+            raw as u32
+        );
+    }
+    for shown in [
+        r"invoice\u{202e}fdp.exe",
+        r"red\u{1b}[31mtext",
+        r"dir\u{202e}/",
+    ] {
+        assert!(html.contains(shown), "{shown} not in the listing: {html}");
+    }
+    assert!(html.contains("title=\"this name holds control or direction characters"));
+    // The links keep the real names, percent-encoded (the site itself
+    // answers 400 to paths with control or direction characters).
+    for href in [
+        "invoice%E2%80%AEfdp.exe",
+        "red%1B%5B31mtext",
+        "dir%E2%80%AE/",
+    ] {
+        assert!(html.contains(&format!("href=\"{href}\"")), "{href}: {html}");
+    }
+}
+
+#[tokio::test]
 async fn compression_on_the_fly_and_precompressed_siblings() {
     let text: String = (0..3000).map(|i| format!("line {i}\n")).collect();
     let big_text: String = (0..300_000).map(|i| format!("row {i}\n")).collect();

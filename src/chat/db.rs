@@ -110,7 +110,10 @@ const SELECT: &str = "SELECT seq, ts, sender, room, to_name, text FROM messages"
 impl ChatDb {
     /// Opens (creating or migrating) `chat.db` in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<ChatDb, ChatError> {
-        let mut conn = Connection::open(data_dir.join(DB_FILE))?;
+        let path = data_dir.join(DB_FILE);
+        crate::store::mode::ensure_private_file(&path)
+            .map_err(|e| ChatError::Internal(format!("{}: {e}", path.display())))?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;

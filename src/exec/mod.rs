@@ -39,6 +39,12 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 pub const DEFAULT_LANG: &str = "C.UTF-8";
 /// Most arguments in one request (the header limit bounds their bytes too).
 pub const MAX_ARGS: usize = 4096;
+/// Default `RLIMIT_NPROC` of the programs run: processes their user may
+/// have at once (all of that user's processes count, not only one run's).
+pub const DEFAULT_MAX_PROCESSES: u64 = 256;
+/// Default `RLIMIT_AS` of the programs run: address space of each process,
+/// in bytes (4 GiB).
+pub const DEFAULT_MAX_MEMORY: u64 = 4 << 30;
 
 /// Errors setting up the exec service (at server start).
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +58,9 @@ pub enum ExecSetupError {
     /// An environment variable is unusable.
     #[error("exec.env: {0}")]
     Env(String),
+    /// The user to run programs as does not exist.
+    #[error("exec.user: {0:?}: no such user on this system")]
+    User(String),
     /// The audit log cannot be opened.
     #[error("cannot open the exec audit log {}: {}", path.display(), crate::words::io(error))]
     Audit {
@@ -79,6 +88,14 @@ pub struct Settings {
     pub max_output: u64,
     /// Runs at once; more are refused with `busy`.
     pub max_running: usize,
+    /// `RLIMIT_NPROC` of the programs (0: inherited). Root ignores it, so a
+    /// server running as root should also set `user`.
+    pub max_processes: u64,
+    /// `RLIMIT_AS` of the programs, bytes (0: inherited).
+    pub max_memory: u64,
+    /// Run the programs as this user (and its primary group) instead of the
+    /// server's own; needs a server started as root. Empty: the server's user.
+    pub user: String,
 }
 
 impl Default for Settings {
@@ -92,6 +109,9 @@ impl Default for Settings {
             timeout: DEFAULT_TIMEOUT,
             max_output: DEFAULT_MAX_OUTPUT,
             max_running: DEFAULT_MAX_RUNNING,
+            max_processes: DEFAULT_MAX_PROCESSES,
+            max_memory: DEFAULT_MAX_MEMORY,
+            user: String::new(),
         }
     }
 }
@@ -123,6 +143,34 @@ struct Inner {
     /// The audit log, appended one line per write under the lock.
     audit: Mutex<std::fs::File>,
     audit_path: PathBuf,
+    /// The user id and group id of `settings.user`, resolved at start.
+    run_as: Option<(u32, u32)>,
+}
+
+/// The user id and primary group id of the user `name`.
+fn lookup_user(name: &str) -> Result<(u32, u32), ExecSetupError> {
+    let unknown = || ExecSetupError::User(name.to_string());
+    let c_name = std::ffi::CString::new(name).map_err(|_| unknown())?;
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: zeroed is a valid `passwd` (pointers null, numbers 0); it is
+    // only read after getpwnam_r filled it.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and `buf` for its length;
+    // the strings it points into are not used afterwards.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            c_name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() {
+        return Err(unknown());
+    }
+    Ok((pwd.pw_uid, pwd.pw_gid))
 }
 
 fn is_executable(path: &Path) -> Result<(), String> {
@@ -205,9 +253,12 @@ impl Exec {
                 )));
             }
         }
+        let run_as = match settings.user.as_str() {
+            "" => None,
+            name => Some(lookup_user(name)?),
+        };
         let audit_path = data_dir.join(AUDIT_FILE);
-        let audit = std::fs::OpenOptions::new()
-            .create(true)
+        let audit = crate::store::mode::private_file()
             .append(true)
             .open(&audit_path)
             .map_err(|error| ExecSetupError::Audit {
@@ -221,6 +272,7 @@ impl Exec {
                 allowed,
                 audit: Mutex::new(audit),
                 audit_path,
+                run_as,
             }),
         })
     }
@@ -233,6 +285,11 @@ impl Exec {
     /// The resolved allowlist.
     pub fn allowed(&self) -> &[Allowed] {
         &self.inner.allowed
+    }
+
+    /// The user id and group id programs run as, when `exec.user` is set.
+    pub fn run_as(&self) -> Option<(u32, u32)> {
+        self.inner.run_as
     }
 
     /// Where the audit log is.

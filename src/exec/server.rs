@@ -287,6 +287,15 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if let Some((uid, gid)) = exec.run_as() {
+        cmd.uid(uid).gid(gid);
+    }
+    let rlimits = ChildLimits::of(s);
+    // SAFETY: the hook only makes system calls (getrlimit, setrlimit) on
+    // values computed before the fork; it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || rlimits.apply());
+    }
     let start = Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -407,6 +416,62 @@ pub async fn run(
         }
     };
     relay.finish(conn, &last.reply_to(req), ctx).await
+}
+
+/// The resource limits a program runs under, set in the child between fork
+/// and exec.
+#[derive(Debug, Clone, Copy)]
+struct ChildLimits {
+    /// `RLIMIT_NPROC`; 0 leaves the inherited one.
+    processes: u64,
+    /// `RLIMIT_AS`, bytes; 0 leaves the inherited one.
+    memory: u64,
+}
+
+impl ChildLimits {
+    fn of(s: &super::Settings) -> ChildLimits {
+        ChildLimits {
+            processes: s.max_processes,
+            memory: s.max_memory,
+        }
+    }
+
+    /// Lowers the limits (never above the inherited hard limit) and turns
+    /// core dumps off: a crashing program leaves no image of its memory on
+    /// disk, nor a disk filled with them.
+    fn apply(self) -> std::io::Result<()> {
+        lower(libc::RLIMIT_CORE, 0)?;
+        if self.processes > 0 {
+            lower(libc::RLIMIT_NPROC, self.processes)?;
+        }
+        if self.memory > 0 {
+            lower(libc::RLIMIT_AS, self.memory)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sets both limits of `resource` to `value`, or to the current hard limit
+/// when that is lower (only root may raise it).
+fn lower(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result<()> {
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `cur` is a valid rlimit to write into.
+    if unsafe { libc::getrlimit(resource, &mut cur) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let v = (value as libc::rlim_t).min(cur.rlim_max);
+    let new = libc::rlimit {
+        rlim_cur: v,
+        rlim_max: v,
+    };
+    // SAFETY: `new` is a valid rlimit to read.
+    if unsafe { libc::setrlimit(resource, &new) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Checks permission, request and allowlist; returns the program, the

@@ -9,11 +9,16 @@
 //! may be replaced) and the directory fsynced: a reader never sees half a
 //! file. An interrupted upload leaves its partial file behind; the next
 //! upload of the same source (same path, length and modification time)
-//! resumes from it. Partial files untouched for `partial_ttl` are removed.
+//! resumes from it. Partial files untouched for `partial_ttl` are removed;
+//! they count against the user's quota, and an upload that fails otherwise
+//! (checksum, quota, a disk at its floor) deletes its partial at once.
+//! Uploads never take the disk below its free-space floor ([`FreeFloor`]),
+//! which keeps room for the databases: logins work on a full disk.
 //! A published file carries its hashes ([`digest`]): the BLAKE3 every
 //! upload computes, and a SHA-256 when the transport gave one.
 
 pub mod digest;
+pub mod mode;
 pub mod path;
 pub mod read;
 
@@ -22,7 +27,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cap_std::fs::{Dir, OpenOptions};
+use cap_std::fs::{Dir, DirBuilder, DirBuilderExt as _, OpenOptions, OpenOptionsExt as _};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
@@ -32,6 +37,51 @@ pub use path::{resolve, PathError, RemotePath, Resolved};
 pub const DEFAULT_PARTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Most entries one listing returns.
 pub const MAX_LIST_ENTRIES: usize = 100_000;
+/// Default free-space floor: uploads that would leave less than this share
+/// of the data disk free are refused, so the databases always have room.
+pub const DEFAULT_MIN_FREE: FreeFloor = FreeFloor::Percent(5);
+
+/// Free space the data disk keeps for everything but uploads (logins,
+/// registrations, deletes, messages: SQLite's writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreeFloor {
+    /// This percentage of the file system's size.
+    Percent(u8),
+    /// This many bytes.
+    Bytes(u64),
+}
+
+impl FreeFloor {
+    /// Parses `"5%"` or a byte count (`"268435456"`).
+    pub fn parse(text: &str) -> Result<FreeFloor, String> {
+        let t = text.trim();
+        let bad = || format!("{text:?}: give a percentage (\"5%\") or a number of bytes");
+        match t.strip_suffix('%') {
+            Some(p) => match p.trim().parse::<u8>() {
+                Ok(p) if p < 100 => Ok(FreeFloor::Percent(p)),
+                _ => Err(bad()),
+            },
+            None => t.parse().map(FreeFloor::Bytes).map_err(|_| bad()),
+        }
+    }
+
+    /// The floor in bytes on a file system of `total` bytes.
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            FreeFloor::Percent(p) => total / 100 * u64::from(p),
+            FreeFloor::Bytes(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Display for FreeFloor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FreeFloor::Percent(p) => write!(f, "{p}%"),
+            FreeFloor::Bytes(b) => write!(f, "{b}"),
+        }
+    }
+}
 
 /// Errors of the store; each has a wire code.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +114,9 @@ pub enum StoreError {
     /// The user's quota would be exceeded.
     #[error("quota exceeded: {used} of {quota} bytes used, {wanted} more wanted")]
     QuotaExceeded { used: u64, quota: u64, wanted: u64 },
+    /// The upload would take the data disk below its free-space floor.
+    #[error("the server's disk is full: {free} bytes free, {wanted} more wanted, {floor} kept free for accounts and messages; delete files or ask the administrator for room")]
+    DiskFull { free: u64, wanted: u64, floor: u64 },
     /// Over the maximum file size.
     #[error("{length} bytes is over this server's file size limit of {max} bytes")]
     TooLarge { length: u64, max: u64 },
@@ -91,6 +144,7 @@ impl StoreError {
             StoreError::NotEmpty(_) => "not_empty",
             StoreError::QuotaExceeded { .. } => "quota_exceeded",
             StoreError::TooLarge { .. } => "too_large",
+            StoreError::DiskFull { .. } => "disk_full",
             StoreError::ChecksumMismatch => "checksum_mismatch",
             StoreError::Busy(_) => "busy",
             StoreError::Io(_) => "internal",
@@ -123,6 +177,8 @@ pub struct Settings {
     pub max_file_size: Option<u64>,
     /// Abandoned partial uploads older than this are removed.
     pub partial_ttl: Duration,
+    /// Free space uploads leave on the data disk.
+    pub min_free: FreeFloor,
 }
 
 impl Default for Settings {
@@ -131,6 +187,7 @@ impl Default for Settings {
             quota: None,
             max_file_size: None,
             partial_ttl: DEFAULT_PARTIAL_TTL,
+            min_free: DEFAULT_MIN_FREE,
         }
     }
 }
@@ -179,6 +236,10 @@ struct Inner {
     /// next chunk goes on from it instead of re-reading the whole prefix
     /// (chunked browser uploads would otherwise read the file quadratically).
     suspended: Mutex<HashMap<(String, String), (u64, blake3::Hasher)>>,
+    /// Bytes in-flight uploads may still write, over all users: counted as
+    /// taken when the free-space floor is checked, so uploads running at
+    /// once cannot pass it together.
+    writing: Mutex<u64>,
 }
 
 /// The file store. Cheap to clone.
@@ -211,6 +272,14 @@ fn kind_of(ft: cap_std::fs::FileType) -> Kind {
     }
 }
 
+/// Creates folders with [`mode::DIR_MODE`] (and their parents when
+/// `recursive`).
+fn private_dirs(recursive: bool) -> DirBuilder {
+    let mut b = DirBuilder::new();
+    b.recursive(recursive).mode(mode::DIR_MODE);
+    b
+}
+
 /// fsyncs a directory so a rename or link in it survives a crash. (The
 /// handle cap-std keeps may be `O_PATH`, which cannot be synced, so the
 /// directory is opened again, read-only, through it.)
@@ -222,7 +291,7 @@ impl Store {
     /// Opens (creating if needed) the store under `<data_dir>/files`.
     pub fn open(data_dir: &std::path::Path, settings: Settings) -> io::Result<Store> {
         let files = data_dir.join("files");
-        std::fs::create_dir_all(&files)?;
+        mode::create_private_dir_all(&files)?;
         let root = Dir::open_ambient_dir(&files, cap_std::ambient_authority())?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -231,6 +300,7 @@ impl Store {
                 usage: Mutex::default(),
                 active: Mutex::default(),
                 suspended: Mutex::default(),
+                writing: Mutex::default(),
             }),
         })
     }
@@ -246,7 +316,11 @@ impl Store {
             return Err(StoreError::Io(format!("invalid user key {user_key:?}")));
         }
         let io = |e: io::Error| StoreError::Io(format!("user space: {e}"));
-        match self.inner.root.create_dir(user_key) {
+        match self
+            .inner
+            .root
+            .create_dir_with(user_key, &private_dirs(false))
+        {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io(e)),
@@ -315,10 +389,14 @@ impl Store {
         let space = self.space(user_key)?;
         let err = |e| StoreError::from_io(e, path);
         if parents {
-            space.create_dir_all(path.to_path_buf()).map_err(err)?;
+            space
+                .create_dir_with(path.to_path_buf(), &private_dirs(true))
+                .map_err(err)?;
         } else {
             let r = resolve(&space, path).map_err(err)?;
-            r.dir.create_dir(r.name_or_dot()).map_err(err)?;
+            r.dir
+                .create_dir_with(r.name_or_dot(), &private_dirs(false))
+                .map_err(err)?;
         }
         let r = resolve(&space, path).map_err(err)?;
         sync_dir(&r.dir).map_err(err)
@@ -467,7 +545,7 @@ impl Store {
         if path.components().len() > 1 {
             // Parents are created as needed. "Already exists" (a file, or a
             // symlink cap-std will not follow) is left for `resolve` to judge.
-            match space.create_dir_all(path.parent().to_path_buf()) {
+            match space.create_dir_with(path.parent().to_path_buf(), &private_dirs(true)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(StoreError::from_io(e, &path.parent())),
@@ -505,19 +583,24 @@ impl Store {
             active: active_key,
             user_key: user_key.to_string(),
             reserved: 0,
+            writing: 0,
+            partial: None,
         };
-        // Quota: reserve the whole length now, settle at publish.
+        // Quota: reserve the whole length now, settle at publish. Partial
+        // uploads kept for a resume count too, so they cannot fill the disk.
         let usage = self.usage(user_key)?;
         if let Some(quota) = settings.quota {
-            let committed = usage.used.saturating_sub(replaced) + usage.reserved;
+            let kept = self.kept_partials(user_key, &space, &key);
+            let committed = usage.used.saturating_sub(replaced) + usage.reserved + kept;
             // A length near u64::MAX from a peer must not wrap past it.
             let over = match committed.checked_add(length) {
                 Some(total) => total > quota,
                 None => true,
             };
             if over {
+                remove_partial(&space, &key);
                 return Err(StoreError::QuotaExceeded {
-                    used: usage.used,
+                    used: usage.used + kept,
                     quota,
                     wanted: length,
                 });
@@ -529,14 +612,17 @@ impl Store {
         guard.reserved = length;
 
         let io = |e: io::Error| StoreError::Io(format!("partial upload: {e}"));
-        match space.create_dir(path::RESERVED) {
+        match space.create_dir_with(path::RESERVED, &private_dirs(false)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io(e)),
         }
         let partial_dir = space.open_dir(path::RESERVED).map_err(io)?;
         let mut opts = OpenOptions::new();
-        opts.read(true).write(true).create(true);
+        opts.read(true)
+            .write(true)
+            .create(true)
+            .mode(mode::FILE_MODE);
         let file = partial_dir.open_with(&key, &opts).map_err(io)?;
         let mut offset = file.metadata().map_err(io)?.len();
         if !resume || offset > length {
@@ -563,6 +649,29 @@ impl Store {
             debug!(user = user_key, %path, offset, "resuming upload");
         }
         io::Seek::seek(&mut std_file, io::SeekFrom::Start(offset)).map_err(io)?;
+        guard.partial = Some((partial_dir.try_clone().map_err(io)?, key.clone()));
+        // The floor, before any byte is written: what this upload still has
+        // to write, and what the others still may, must leave it free.
+        let wanted = length - offset;
+        let (free, total) = free_space(&partial_dir).map_err(io)?;
+        let floor = settings.min_free.bytes(total);
+        let mut writing = lock(&self.inner.writing);
+        if free.saturating_sub(*writing) < floor.saturating_add(wanted) {
+            drop(writing);
+            drop(std_file);
+            let free = free.saturating_sub(*lock(&self.inner.writing));
+            warn!(user = user_key, %path, free, wanted, floor, "upload refused: the disk is at its free-space floor");
+            let _ = partial_dir.remove_file(&key);
+            guard.partial = None;
+            return Err(StoreError::DiskFull {
+                free,
+                wanted,
+                floor,
+            });
+        }
+        *writing += wanted;
+        drop(writing);
+        guard.writing = wanted;
         Ok(Upload {
             path: path.clone(),
             length,
@@ -630,6 +739,54 @@ impl Store {
             info!(removed, "removed abandoned partial uploads");
         }
         Ok(removed)
+    }
+}
+
+/// Removes the partial file `key` of a space, if there is one.
+fn remove_partial(space: &Dir, key: &str) {
+    if let Ok(dir) = space.open_dir(path::RESERVED) {
+        let _ = dir.remove_file(key);
+    }
+}
+
+/// Bytes available to this process and the size of the file system that
+/// holds `dir`.
+fn free_space(dir: &Dir) -> io::Result<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    let file = dir.open(".")?.into_std();
+    // SAFETY: zeroed is a valid statvfs; fstatvfs fills it from a descriptor we own.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let block = st.f_frsize as u64;
+    Ok((
+        (st.f_bavail as u64).saturating_mul(block),
+        (st.f_blocks as u64).saturating_mul(block),
+    ))
+}
+
+impl Store {
+    /// Bytes of a user's partial uploads kept for a resume: every partial
+    /// file but `except` and those of uploads in progress (their whole
+    /// length is reserved already).
+    fn kept_partials(&self, user_key: &str, space: &Dir, except: &str) -> u64 {
+        let Ok(dir) = space.open_dir(path::RESERVED) else {
+            return 0;
+        };
+        let Ok(entries) = dir.entries() else { return 0 };
+        let active = lock(&self.inner.active);
+        entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name != except && !active.contains(&(user_key.to_string(), name))
+            })
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
     }
 }
 
@@ -722,10 +879,31 @@ struct UploadGuard {
     active: (String, String),
     user_key: String,
     reserved: u64,
+    /// Bytes counted in the store's `writing` for this upload.
+    writing: u64,
+    /// The partial file while it may still be abandoned: an upload dropped
+    /// without finishing (a cut, a disk error) keeps it for a resume only
+    /// while the disk is above its free-space floor.
+    partial: Option<(Dir, String)>,
 }
 
 impl Drop for UploadGuard {
     fn drop(&mut self) {
+        if let Some((dir, name)) = self.partial.take() {
+            let floor = self.store.inner.settings.min_free;
+            let short = free_space(&dir).is_ok_and(|(free, total)| free < floor.bytes(total));
+            if short {
+                // A write failed for want of room, or the disk filled since:
+                // the partial goes now, not in `partial_ttl`.
+                if dir.remove_file(&name).is_ok() {
+                    warn!(user = %self.user_key, "the disk is at its free-space floor: a failed upload's partial file was removed");
+                }
+            }
+        }
+        {
+            let mut writing = lock(&self.store.inner.writing);
+            *writing = writing.saturating_sub(self.writing);
+        }
         lock(&self.store.inner.active).remove(&self.active);
         if let Some(u) = lock(&self.store.inner.usage).get_mut(&self.user_key) {
             u.reserved = u.reserved.saturating_sub(self.reserved);
@@ -807,12 +985,14 @@ impl Upload {
     /// hash state, so the next chunk of the same upload goes on from here
     /// without re-reading the part already stored.
     pub fn suspend(
-        self,
+        mut self,
         file: std::fs::File,
         hasher: blake3::Hasher,
         written: u64,
     ) -> Result<u64, StoreError> {
         Upload::sync_partial(&file)?;
+        // Kept for the next chunk, whatever the disk says.
+        self.guard.partial = None;
         let held = self.offset + written;
         let store = &self.guard.store;
         let mut saved = lock(&store.inner.suspended);
@@ -1139,6 +1319,72 @@ mod tests {
             s.begin_upload("u", &p, u64::MAX - 3, &src(1), false, false),
             Err(StoreError::QuotaExceeded { .. })
         ));
+    }
+
+    #[test]
+    fn partials_kept_for_a_resume_count_against_the_quota_of_10_bytes() {
+        let (_d, s) = store(Settings {
+            quota: Some(10),
+            ..Settings::default()
+        });
+        {
+            let p = RemotePath::parse("cut").unwrap();
+            let mut up = s.begin_upload("u", &p, 8, &src(1), false, true).unwrap();
+            let (mut file, _) = up.take_writer().unwrap();
+            file.write_all(b"123456").unwrap();
+            // Dropped: the connection was cut; 6 bytes are kept.
+        }
+        let r = put(&s, "other", b"12345", false);
+        assert!(
+            matches!(
+                r,
+                Err(StoreError::QuotaExceeded {
+                    used: 6,
+                    quota: 10,
+                    wanted: 5
+                })
+            ),
+            "6 kept + 5 wanted over a quota of 10: {r:?}"
+        );
+        // The cut upload itself still resumes within the quota.
+        let p = RemotePath::parse("cut").unwrap();
+        let up = s.begin_upload("u", &p, 8, &src(1), false, true).unwrap();
+        assert_eq!(up.offset(), 6);
+    }
+
+    #[test]
+    fn uploads_below_the_free_space_floor_are_refused_before_writing() {
+        let (d, s) = store(Settings {
+            min_free: FreeFloor::Bytes(u64::MAX / 2),
+            ..Settings::default()
+        });
+        let r = put(&s, "f", b"12345", false);
+        assert!(
+            matches!(r, Err(StoreError::DiskFull { wanted: 5, .. })),
+            "{r:?}"
+        );
+        assert_eq!(r.unwrap_err().code(), "disk_full");
+        let partials = std::fs::read_dir(d.path().join("files/u").join(path::RESERVED))
+            .unwrap()
+            .count();
+        assert_eq!(partials, 0, "a refused upload left its partial file");
+        assert_eq!(*lock(&s.inner.writing), 0);
+    }
+
+    #[test]
+    fn free_floors_parse_as_percentages_or_bytes() {
+        assert_eq!(FreeFloor::parse("5%"), Ok(FreeFloor::Percent(5)));
+        assert_eq!(
+            FreeFloor::parse("268435456"),
+            Ok(FreeFloor::Bytes(256 << 20))
+        );
+        assert!(FreeFloor::parse("100%").is_err());
+        assert!(FreeFloor::parse("lots").is_err());
+        assert_eq!(FreeFloor::Percent(5).bytes(64 << 20), 3_355_440);
+        assert_eq!(
+            FreeFloor::parse(&DEFAULT_MIN_FREE.to_string()),
+            Ok(DEFAULT_MIN_FREE)
+        );
     }
 
     #[test]

@@ -123,6 +123,7 @@ fn status_of(code: &str) -> StatusCode {
         "quota_exceeded" | "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "checksum_mismatch" => StatusCode::UNPROCESSABLE_ENTITY,
         "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
+        "disk_full" => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -1086,8 +1086,13 @@ fn listing<B>(req: &Request<B>, raw: &str, entries: Vec<ListEntry>) -> Response<
         );
         return r;
     }
+    // Names are shown as a terminal shows them: control characters and
+    // direction overrides escaped (`\u{202e}`), so no name can pass for
+    // another; links keep the real name.
+    use crate::store::path::escape_for_terminal;
+    let visible = |name: &str| escape_html(&escape_for_terminal(name));
     let shown = percent_decode_str(raw).decode_utf8_lossy().into_owned();
-    let title = format!("Index of {}", escape_html(&shown));
+    let title = format!("Index of {}", visible(&shown));
     let mut rows = String::new();
     if raw != "/" {
         rows.push_str("<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n");
@@ -1101,9 +1106,14 @@ fn listing<B>(req: &Request<B>, raw: &str, entries: Vec<ListEntry>) -> Response<
         let date =
             httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(e.modified.max(0) as u64));
         rows.push_str(&format!(
-            "<tr><td><a href=\"{}\">{}{}</a></td><td class=\"size\">{}</td><td>{}</td></tr>\n",
+            "<tr><td><a href=\"{}\"{}>{}{}</a></td><td class=\"size\">{}</td><td>{}</td></tr>\n",
             escape_html(&href),
-            escape_html(&e.name),
+            if escape_for_terminal(&e.name) != e.name {
+                " title=\"this name holds control or direction characters, shown escaped\""
+            } else {
+                ""
+            },
+            visible(&e.name),
             if e.dir { "/" } else { "" },
             if e.dir {
                 "-".to_string()
