@@ -228,6 +228,25 @@ impl Handler for FramedHandler {
     }
 
     fn refuse(&self, stream: &TcpStream) {
+        self.refuse_with(
+            stream,
+            ErrorCode::Busy,
+            "server is at its connection limit, try again later",
+        );
+    }
+
+    fn refuse_per_address(&self, stream: &TcpStream) {
+        self.refuse_with(
+            stream,
+            ErrorCode::TooManyConnections,
+            "too many connections from your address: close one and try again",
+        );
+    }
+}
+
+impl FramedHandler {
+    /// Tells a plain-TCP client refused at accept why, in one error frame.
+    fn refuse_with(&self, stream: &TcpStream, code: ErrorCode, message: &str) {
         if self.tls.is_some() {
             // A TLS client would read a plain frame as a broken handshake;
             // closing says as much.
@@ -235,10 +254,7 @@ impl Handler for FramedHandler {
         }
         // A fresh socket's send buffer is empty, so this small write
         // completes at once; if it does not, the client just sees a close.
-        let frame = Frame::error(
-            ErrorCode::Busy,
-            "server is at its connection limit, try again later",
-        );
+        let frame = Frame::error(code, message);
         let mut codec = proto::FrameCodec::default();
         let mut buf = bytes::BytesMut::new();
         if tokio_util::codec::Encoder::encode(&mut codec, &frame, &mut buf).is_ok() {

@@ -19,7 +19,6 @@ use tracing::{info, warn};
 use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::framed::{FramedHandler, Services};
-use crate::proto::{ErrorCode, Frame, FrameCodec};
 use crate::store::Store;
 use crate::tls::ServerTls;
 use crate::web::{self, HttpHandler, Web};
@@ -328,11 +327,11 @@ impl Bound {
             tasks.spawn(reload_on_hangup(tls, shutdown.clone()));
         }
         if let Some(listener) = self.framed {
-            let handler = FramedPort(FramedHandler {
+            let handler = FramedHandler {
                 settings: self.config.framed_settings(),
                 services: self.services,
                 tls: self.framed_tls,
-            });
+            };
             tasks.spawn(server::serve_counted(
                 "framed",
                 listener,
@@ -357,41 +356,6 @@ impl Bound {
         }
         tasks.close();
         tasks.wait().await;
-    }
-}
-
-/// The framed port: [`FramedHandler`], telling a plain-TCP client over its
-/// address's cap why it is closed.
-// TODO(framed.rs): this belongs in `FramedHandler`'s own `Handler` impl,
-// beside its `refuse`; kept here while that file is being changed elsewhere.
-#[derive(Clone)]
-struct FramedPort(FramedHandler);
-
-impl server::Handler for FramedPort {
-    async fn serve(&self, stream: tokio::net::TcpStream, ctx: server::ConnCtx) {
-        self.0.serve(stream, ctx).await
-    }
-
-    fn refuse(&self, stream: &tokio::net::TcpStream) {
-        self.0.refuse(stream)
-    }
-
-    fn refuse_per_address(&self, stream: &tokio::net::TcpStream) {
-        if self.0.tls.is_some() {
-            // A TLS client would read a plain frame as a broken handshake.
-            return;
-        }
-        let frame = Frame::error(
-            ErrorCode::TooManyConnections,
-            "too many connections from your address: close one and try again",
-        );
-        let mut buf = bytes::BytesMut::new();
-        if tokio_util::codec::Encoder::encode(&mut FrameCodec::default(), &frame, &mut buf).is_ok()
-        {
-            // A fresh socket's send buffer is empty: this small write
-            // completes at once, or the client just sees the close.
-            let _ = stream.try_write(&buf);
-        }
     }
 }
 

@@ -40,6 +40,8 @@ pub const MAX_LIST_ENTRIES: usize = 100_000;
 /// Default free-space floor: uploads that would leave less than this share
 /// of the data disk free are refused, so the databases always have room.
 pub const DEFAULT_MIN_FREE: FreeFloor = FreeFloor::Percent(5);
+/// The most a percentage floor holds back, however large the disk.
+pub const MAX_PERCENT_FLOOR: u64 = 1 << 30;
 
 /// Free space the data disk keeps for everything but uploads (logins,
 /// registrations, deletes, messages: SQLite's writes).
@@ -65,10 +67,13 @@ impl FreeFloor {
         }
     }
 
-    /// The floor in bytes on a file system of `total` bytes.
+    /// The floor in bytes on a file system of `total` bytes. A percentage
+    /// is capped at [`MAX_PERCENT_FLOOR`]: 5% of a 250 GiB disk would hold
+    /// back 12 GiB where the databases need far less (a floor in bytes is
+    /// taken as it is).
     pub fn bytes(self, total: u64) -> u64 {
         match self {
-            FreeFloor::Percent(p) => total / 100 * u64::from(p),
+            FreeFloor::Percent(p) => (total / 100 * u64::from(p)).min(MAX_PERCENT_FLOOR),
             FreeFloor::Bytes(b) => b,
         }
     }
@@ -1374,6 +1379,10 @@ mod tests {
     #[test]
     fn free_floors_parse_as_percentages_or_bytes() {
         assert_eq!(FreeFloor::parse("5%"), Ok(FreeFloor::Percent(5)));
+        // 5% of 64 MiB, but at most 1 GiB of a 252 GiB disk.
+        assert_eq!(FreeFloor::Percent(5).bytes(64 << 20), (64 << 20) / 100 * 5);
+        assert_eq!(FreeFloor::Percent(5).bytes(252 << 30), 1 << 30);
+        assert_eq!(FreeFloor::Bytes(20 << 30).bytes(252 << 30), 20 << 30);
         assert_eq!(
             FreeFloor::parse("268435456"),
             Ok(FreeFloor::Bytes(256 << 20))
