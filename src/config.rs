@@ -304,6 +304,7 @@ impl WebConfig {
             max_header_bytes: self.max_header_bytes,
             csp: self.csp.clone(),
             tls: self.tls,
+            ..web::Settings::default()
         }
     }
 }
@@ -542,6 +543,15 @@ impl FramedConfig {
 }
 
 impl Config {
+    /// The web port's settings, with the body progress of `[limits]`.
+    pub fn web_settings(&self) -> web::Settings {
+        web::Settings {
+            body_progress_bytes: self.limits.body_progress_bytes,
+            body_progress_timeout: self.limits.body_progress_timeout,
+            ..self.web.to_settings()
+        }
+    }
+
     /// The framed port's settings, with the body progress of `[limits]`.
     pub fn framed_settings(&self) -> framed::Settings {
         let mut s = self.framed.to_settings();

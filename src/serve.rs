@@ -219,7 +219,7 @@ pub async fn bind(config: Config) -> Result<Bound, ServeError> {
             }),
             _ => None,
         };
-        let w = Web::new(c.web.to_settings(), Some(site), api);
+        let w = Web::new(c.web_settings(), Some(site), api);
         bound.web = Some((listener, w));
     }
     Ok(bound)

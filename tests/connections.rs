@@ -182,6 +182,50 @@ async fn a_put_body_dripped_below_1024_bytes_per_1_s_is_cut_with_body_too_slow()
     srv.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_upload_dripped_below_1024_bytes_per_1_s_is_answered_and_cut() {
+    let srv = common::start(|c| {
+        c.limits.body_progress_bytes = 1024;
+        c.limits.body_progress_timeout = Duration::from_secs(1);
+        c.limits.idle_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut client = Client::connect(&srv.framed.to_string(), &Transport::Plain)
+        .await
+        .unwrap();
+    client.register("ann", "correct horse").await.unwrap();
+    let (_, token, _) = client.login("ann", "correct horse").await.unwrap();
+    let stream = TcpStream::connect(srv.web).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    wr.write_all(
+        format!(
+            "PUT /api/files/slow.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 1000000\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // 1 byte every 200 ms: 5 bytes a second.
+    let dripper = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            ticks.tick().await;
+            if wr.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut head = [0u8; 512];
+    let answered = tokio::time::timeout(PATIENCE, rd.read(&mut head)).await;
+    dripper.abort();
+    let n = answered
+        .expect("an HTTP body at 5 bytes/s is still being read, with a least progress of 1024 bytes per 1 s")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 4"), "{head}");
+    srv.stop().await;
+}
+
 /// Sends `request`, shuts down the writing side, and returns what comes
 /// back until the server closes.
 async fn ask_then_half_close(addr: SocketAddr, request: &[u8]) -> Option<String> {

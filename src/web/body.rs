@@ -344,3 +344,87 @@ mod tests {
         assert_eq!(escape_log("/plain/ünï"), "/plain/ünï");
     }
 }
+
+/// A request body that must keep moving: at least `bytes` within each
+/// `within`, or it ends with an error, which the handler reading it sees as
+/// a cut body (an upload keeps what arrived, for a resume). One deadline per
+/// body, moved on each time enough bytes have come, never a timer per
+/// chunk; 0 bytes turns it off. The framed port's bodies have the same rule
+/// ([`crate::proto::Limits::body_progress_bytes`]).
+pub struct ProgressBody<B> {
+    inner: B,
+    bytes: usize,
+    within: std::time::Duration,
+    /// Bytes since the deadline last moved.
+    since: usize,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// What a [`ProgressBody`] that stalled ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the body came slower than {bytes} bytes per {}; cut", humantime::format_duration(*.within))]
+pub struct BodyTooSlow {
+    pub bytes: usize,
+    pub within: std::time::Duration,
+}
+
+impl<B> ProgressBody<B> {
+    pub fn new(inner: B, bytes: usize, within: std::time::Duration) -> ProgressBody<B> {
+        ProgressBody {
+            inner,
+            bytes,
+            within,
+            since: 0,
+            deadline: None,
+        }
+    }
+}
+
+impl<B> http_body::Body for ProgressBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.since += data.len();
+                    if this.since >= this.bytes {
+                        this.since = 0;
+                        this.deadline = None;
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(other) => Poll::Ready(other.map(|r| r.map_err(Into::into))),
+            Poll::Pending if this.bytes == 0 => Poll::Pending,
+            Poll::Pending => {
+                let within = this.within;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(within)));
+                ready!(deadline.as_mut().poll(cx));
+                Poll::Ready(Some(Err(Box::new(BodyTooSlow {
+                    bytes: this.bytes,
+                    within,
+                }))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -79,6 +79,11 @@ pub struct Settings {
     pub csp: String,
     /// The port speaks TLS (cookies get `Secure`).
     pub tls: bool,
+    /// A request body must bring at least this many bytes within each
+    /// `body_progress_timeout` (0: no minimum), as on the framed port.
+    pub body_progress_bytes: usize,
+    /// See `body_progress_bytes`.
+    pub body_progress_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -88,6 +93,8 @@ impl Default for Settings {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             csp: DEFAULT_CSP.to_string(),
             tls: false,
+            body_progress_bytes: crate::proto::codec::DEFAULT_BODY_PROGRESS_BYTES,
+            body_progress_timeout: crate::proto::codec::DEFAULT_BODY_PROGRESS_TIMEOUT,
         }
     }
 }
@@ -162,7 +169,11 @@ impl Web {
             } else if is_app {
                 app::serve(&req)
             } else {
-                let mut req = req.map(Body::new);
+                let (bytes, within) = (
+                    self.inner.settings.body_progress_bytes,
+                    self.inner.settings.body_progress_timeout,
+                );
+                let mut req = req.map(|b| Body::new(body::ProgressBody::new(b, bytes, within)));
                 req.extensions_mut().insert(api::Peer(peer));
                 match tower::ServiceExt::oneshot(router.clone(), req).await {
                     Ok(r) => r,
