@@ -1212,6 +1212,68 @@ at most {THREADS_AT_MOST} allowed (no thread per download)"
     srv.stop().await;
 }
 
+/// The HTTP/2 form of the same attack: 6 connections of 100 streams each,
+/// with a flow-control window of 0, so that no stream can take a byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_http2_connections_of_100_zero_window_streams_leave_api_ls_answered_within_2s() {
+    let srv = common::start(|c| c.limits.max_connections_per_address = 10_000).await;
+    let victim = bearer(&srv, "victor").await;
+    std::fs::write(srv.data.path().join("public/big.bin"), pattern(16 << 20, 3)).unwrap();
+    let (mut clients, mut responses) = (Vec::new(), Vec::new());
+    for _ in 0..6 {
+        let tcp = tokio::net::TcpStream::connect(srv.web).await.unwrap();
+        let (client, conn) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        for _ in 0..100 {
+            let mut c = client.clone().ready().await.unwrap();
+            let req = http::Request::get(format!("http://{}/big.bin", srv.web))
+                .body(())
+                .unwrap();
+            let (response, _) = c.send_request(req, true).unwrap();
+            responses.push(response);
+        }
+        clients.push(client);
+    }
+    // Response heads are not flow-controlled: every stream gets its 200,
+    // and then its body waits for a window that never opens.
+    let mut bodies = Vec::new();
+    for r in responses {
+        let r = tokio::time::timeout(std::time::Duration::from_secs(10), r)
+            .await
+            .expect("a response head within 10 s")
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        bodies.push(r.into_body());
+    }
+    let t0 = std::time::Instant::now();
+    let listed = tokio::time::timeout(
+        ANSWER_WITHIN,
+        victim.req(reqwest::Method::GET, "/api/ls/").send(),
+    )
+    .await;
+    let threads = process_threads();
+    let status = listed.ok().and_then(|r| r.ok()).map(|r| r.status());
+    assert_eq!(
+        status,
+        Some(StatusCode::OK),
+        "with 600 HTTP/2 streams at a zero window, another user's /api/ls must be answered \
+within {ANSWER_WITHIN:?}; waited {:?} ({threads} threads)",
+        t0.elapsed()
+    );
+    assert!(
+        threads <= THREADS_AT_MOST,
+        "600 HTTP/2 streams at a zero window hold {threads} threads; at most {THREADS_AT_MOST}"
+    );
+    drop((bodies, clients));
+    srv.stop().await;
+}
+
 /// Opens the FIFO at `path` for writing, if a reader waits on it, and
 /// closes it: a server stuck opening it is released, so a failing test
 /// ends instead of waiting for its blocked thread at shutdown.
