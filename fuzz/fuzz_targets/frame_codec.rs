@@ -12,7 +12,6 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
 use sockit::proto::codec::{Item, Limits, LEN_PREFIX, MAX_CHUNK};
 use sockit::proto::{Frame, FrameCodec};
 use tokio_util::codec::{Decoder, Encoder};
@@ -76,16 +75,6 @@ fn decode(limits: Limits, wire: &[u8], mut step: impl FnMut() -> usize) -> Run {
     }
 }
 
-/// Whether a JSON value holds a number that is not an integer.
-fn has_fraction(v: &Value) -> bool {
-    match v {
-        Value::Number(n) => n.is_f64(),
-        Value::Array(a) => a.iter().any(has_fraction),
-        Value::Object(o) => o.values().any(has_fraction),
-        _ => false,
-    }
-}
-
 fn take(frames: &mut Vec<(Frame, Vec<u8>)>, item: Item, codec: &FrameCodec) {
     match item {
         Item::Header(f) => {
@@ -120,6 +109,7 @@ fuzz_target!(|data: &[u8]| {
     let limits = Limits {
         max_header: 8 + usize::from(*limit) * 16,
         max_body: MAX_BODY,
+        ..Limits::default()
     };
     let whole = decode(limits, wire, || wire.len());
     // Cut sizes from a small generator: 1 byte up to 64, varying.
@@ -153,22 +143,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(codec.write_body_left(), 0);
         let again = decode(Limits::default(), &out, || out.len());
         assert_eq!(again.end, None, "re-encoded frame did not decode");
-        if has_fraction(&Value::Object(frame.header().clone())) {
-            // Known finding, not fixed here: serde_json is built without
-            // `float_roundtrip`, so a number with more digits than an f64
-            // holds (`1795000000000000000002109509520`) can read back one
-            // unit in the last place off after a trip. Until that feature
-            // is on, such frames need only keep their type, id and size.
-            let [(f, b)] = &again.frames[..] else {
-                panic!("one frame in, {} out", again.frames.len());
-            };
-            assert_eq!(
-                (f.kind(), f.body_len(), b),
-                (frame.kind(), frame.body_len(), body)
-            );
-            assert_eq!(f.id().is_some(), frame.id().is_some());
-            continue;
-        }
+        // serde_json keeps floats exact through a trip (`float_roundtrip`,
+        // turned on after this target found `1795000000000000000002109509520`
+        // coming back one unit in the last place off).
         assert_eq!(
             again.frames,
             vec![(frame.clone(), body.clone())],
