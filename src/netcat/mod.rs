@@ -11,8 +11,7 @@
 //! `--send-only`, `--recv-only` and `--no-shutdown` and nc's `-q`); any error
 //! in either direction is a one-line message and a non-zero exit.
 //!
-//! - [`keyboard`]: typing at a terminal, with the peer's bytes printed
-//!   above the line being typed.
+//! - [`keyboard`]: typing at a terminal: lines after a prompt.
 //! - [`tcp`]: plain TCP, on blocking sockets with one thread per direction,
 //!   and the check that what was sent was acknowledged.
 //! - [`udp`]: datagrams, one per line or per read.
