@@ -280,6 +280,25 @@ fn copy(from: &mut impl Read, to: &mut impl Write) -> Result<u64, CopyError> {
     }
 }
 
+/// Reads stdin in reads of up to `len` bytes, handing each to `each`, until
+/// its end; a read that fails is said in one line and ends it. For the
+/// listeners that go on serving after stdin ends (`-k`, UDP).
+fn each_stdin_chunk(len: usize, mut each: impl FnMut(&[u8])) {
+    let mut buf = vec![0u8; len];
+    let mut stdin = io::stdin().lock();
+    loop {
+        match stdin.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => each(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                eprintln!("sockit: reading stdin failed: {e}");
+                return;
+            }
+        }
+    }
+}
+
 /// "PEER" for messages, or "the peer" when its address is unknown.
 fn peer_name(peer: Option<SocketAddr>) -> String {
     peer.map_or_else(|| "the peer".into(), |p| p.to_string())

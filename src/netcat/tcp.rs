@@ -268,20 +268,9 @@ fn broadcast_server(listener: TcpListener, relay: Relay) -> Result<(), NetcatErr
                     .wait_while(list, |l| l.is_empty())
                     .unwrap_or_else(|p| p.into_inner());
             }
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut stdin = io::stdin().lock();
-            loop {
-                let n = match stdin.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        eprintln!("sockit: reading stdin failed: {e}");
-                        break;
-                    }
-                };
+            super::each_stdin_chunk(64 * 1024, |chunk| {
                 let mut list = clients.list.lock().unwrap_or_else(|p| p.into_inner());
-                list.retain_mut(|c| match c.write_all(&buf[..n]) {
+                list.retain_mut(|c| match c.write_all(chunk) {
                     Ok(()) => true,
                     Err(e) => {
                         eprintln!(
@@ -291,7 +280,7 @@ fn broadcast_server(listener: TcpListener, relay: Relay) -> Result<(), NetcatErr
                         false
                     }
                 });
-            }
+            });
         });
     }
     loop {

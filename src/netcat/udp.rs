@@ -203,25 +203,14 @@ pub(super) fn listen(addr: SocketAddr, keep_open: bool) -> Result<(), NetcatErro
                     .wait_while(last, |l| l.is_none())
                     .unwrap_or_else(|p| p.into_inner());
             }
-            let mut buf = vec![0u8; MAX_DATAGRAM];
-            let mut stdin = io::stdin().lock();
-            loop {
-                let n = match stdin.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        eprintln!("sockit: reading stdin failed: {e}");
-                        break;
-                    }
-                };
+            super::each_stdin_chunk(MAX_DATAGRAM, |chunk| {
                 let to = *peer.last.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(to) = to {
-                    if let Err(e) = socket.send_to(&buf[..n], to) {
+                    if let Err(e) = socket.send_to(chunk, to) {
                         eprintln!("sockit: sending to {to} failed: {e}");
                     }
                 }
-            }
+            });
         });
     }
     let mut buf = vec![0u8; 65_536];
